@@ -1,0 +1,24 @@
+"""MIND (Multi-Task Incremental Network Distillation) for Avalanche."""
+from avalanche_mind.layers import FREE, GatedConv2d, GatedLinear, gate_model, gated_layers
+from avalanche_mind.metrics import TAgAccuracy, TaskIdAccuracy, TAwAccuracy, mind_metrics
+from avalanche_mind.models import gresnet32, gresnet32_64, small_cnn
+from avalanche_mind.ownership import OwnershipMap
+from avalanche_mind.strategy import MIND, default_mind_evaluator
+
+__all__ = [
+    "FREE",
+    "GatedConv2d",
+    "GatedLinear",
+    "MIND",
+    "OwnershipMap",
+    "TAgAccuracy",
+    "TAwAccuracy",
+    "TaskIdAccuracy",
+    "default_mind_evaluator",
+    "gate_model",
+    "gated_layers",
+    "gresnet32",
+    "gresnet32_64",
+    "mind_metrics",
+    "small_cnn",
+]

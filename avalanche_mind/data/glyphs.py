@@ -1,0 +1,614 @@
+"""Synbols-style glyph benchmarks, rendered offline from matplotlib's bundled fonts.
+
+Why this exists: the MIND paper evaluates on Synbols, which needs a download and
+its own rendering toolchain. These glyphs are a stand-in that needs neither: every
+image is drawn with PIL from the DejaVu, STIX and Computer Modern fonts shipped in
+``matplotlib/mpl-data/fonts/ttf``, so tests and CPU experiments run anywhere.
+
+Every sample is drawn from its own random generator, seeded with
+``(seed, style, split, character, index)``, so an image never depends on which
+other classes or how many samples were asked for. Rendered arrays are cached on
+disk as compressed uint8 ``.npz`` files keyed by every generation parameter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import matplotlib
+import numpy as np
+import PIL
+import torch
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from torch.utils.data import Dataset
+
+#: Bump when rendering changes, so stale caches are never reused.
+GLYPH_VERSION = 1
+
+#: The 100 classes. Chosen to be distinct in shape, because every glyph is scaled
+#: to a random size (so size cannot tell case apart): near-identical pairs such as
+#: O/0, l/I/1, S/s, C/c, Phi/phi, alpha/italic a, gamma/y and Sigma/sum are left out.
+CHARACTERS: tuple[str, ...] = tuple(
+    "23456789"  # digits without 0 and 1
+    "ABCDEFGHJKLMNPQRTUVWXYZ"  # upper case without I, O, S
+    "abdefghijmnqrty"  # lower case whose upper case looks different
+    "ΓΔΛΞΣΩ"  # Greek capitals unlike any Latin capital
+    "βδεζθλμξπσφψω"  # Greek small letters unlike Latin ones
+    "+=<>%&@#$?!§¶*~"
+    "∞∫√∂∇≈±÷≠∀Æ"
+    "€£¥©"
+    "♠♣♥♦→"
+)
+assert len(CHARACTERS) == 100 and len(set(CHARACTERS)) == 100
+
+_FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+_LUMA = np.array([0.299, 0.587, 0.114])  # Rec. 601 luma of gamma-encoded RGB
+_SPLITS = {"train": 0, "test": 1}
+
+
+# --------------------------------------------------------------------------- fonts
+@dataclasses.dataclass(frozen=True)
+class FontFace:
+    """One font file and the traits styles select on."""
+
+    file: str
+    family: str  # "sans", "serif" or "mono"
+    bold: bool = False
+    italic: bool = False
+    # Computer Modern files use TeX's encoding: only ASCII letters and digits sit
+    # at their Unicode code points (e.g. code point '<' draws an inverted '!').
+    alnum_only: bool = False
+
+
+FONT_FACES: tuple[FontFace, ...] = (
+    FontFace("DejaVuSans.ttf", "sans"),
+    FontFace("DejaVuSans-Bold.ttf", "sans", bold=True),
+    FontFace("DejaVuSans-Oblique.ttf", "sans", italic=True),
+    FontFace("DejaVuSans-BoldOblique.ttf", "sans", bold=True, italic=True),
+    FontFace("DejaVuSansMono.ttf", "mono"),
+    FontFace("DejaVuSansMono-Bold.ttf", "mono", bold=True),
+    FontFace("DejaVuSansMono-Oblique.ttf", "mono", italic=True),
+    FontFace("DejaVuSansMono-BoldOblique.ttf", "mono", bold=True, italic=True),
+    FontFace("DejaVuSerif.ttf", "serif"),
+    FontFace("DejaVuSerif-Bold.ttf", "serif", bold=True),
+    FontFace("DejaVuSerif-Italic.ttf", "serif", italic=True),
+    FontFace("DejaVuSerif-BoldItalic.ttf", "serif", bold=True, italic=True),
+    FontFace("STIXGeneral.ttf", "serif"),
+    FontFace("STIXGeneralBol.ttf", "serif", bold=True),
+    FontFace("STIXGeneralItalic.ttf", "serif", italic=True),
+    FontFace("STIXGeneralBolIta.ttf", "serif", bold=True, italic=True),
+    FontFace("cmr10.ttf", "serif", alnum_only=True),
+    FontFace("cmb10.ttf", "serif", bold=True, alnum_only=True),
+    FontFace("cmti10.ttf", "serif", italic=True, alnum_only=True),
+    FontFace("cmmi10.ttf", "serif", italic=True, alnum_only=True),
+    FontFace("cmss10.ttf", "sans", alnum_only=True),
+    FontFace("cmtt10.ttf", "mono", alnum_only=True),
+)
+
+
+@functools.lru_cache(maxsize=None)
+def _available_faces() -> tuple[FontFace, ...]:
+    """Faces whose file exists in this matplotlib install."""
+    return tuple(f for f in FONT_FACES if (_FONT_DIR / f.file).is_file())
+
+
+@functools.lru_cache(maxsize=None)
+def _codepoints(file: str) -> frozenset[int]:
+    """Code points the font's cmap maps to a glyph (read once per font)."""
+    from fontTools.ttLib import TTFont
+
+    with TTFont(str(_FONT_DIR / file), lazy=True) as font:
+        return frozenset((font.getBestCmap() or {}).keys())
+
+
+@functools.lru_cache(maxsize=None)
+def _font(file: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(str(_FONT_DIR / file), size)
+
+
+def _master_size(image_size: int) -> int:
+    """Font size of the high-resolution glyph that is rotated, then downscaled."""
+    return max(64, 2 * image_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _master_mask(file: str, char: str, size: int) -> Optional[Image.Image]:
+    """The glyph's coverage mask cropped to its ink, or None if it draws nothing."""
+    font = _font(file, size)
+    left, top, right, bottom = font.getbbox(char)
+    canvas = Image.new("L", (right - left + 4, bottom - top + 4), 0)
+    ImageDraw.Draw(canvas).text((2 - left, 2 - top), char, font=font, fill=255)
+    box = canvas.getbbox()
+    return None if box is None else canvas.crop(box)
+
+
+def has_glyph(face: FontFace, char: str) -> bool:
+    """True if ``face`` really draws ``char`` (cmap entry, encoding, visible ink)."""
+    if face.alnum_only and not (char.isascii() and char.isalnum()):
+        return False
+    if ord(char) not in _codepoints(face.file):
+        return False
+    return _master_mask(face.file, char, 64) is not None
+
+
+# -------------------------------------------------------------------------- styles
+@dataclasses.dataclass(frozen=True)
+class GlyphStyle:
+    """How glyphs are drawn; domains of the domain-incremental benchmark differ here."""
+
+    name: str
+    families: tuple[str, ...] = ("sans", "serif", "mono")
+    bold: Optional[bool] = None  # None: both weights
+    italic: Optional[bool] = None  # None: upright and slanted
+    max_rotation: float = 20.0  # degrees, uniform in [-max, max]
+    scale: tuple[float, float] = (0.55, 0.9)  # longest side of the glyph / image side
+    background: str = "solid"  # "solid", "gradient", "stripes" or "texture"
+    colours: str = "any"  # "any", "dark_on_light", "light_on_dark" or "grey"
+    min_contrast: float = 0.4  # luma gap between glyph and every background pixel
+    noise_std: float = 0.0  # additive Gaussian pixel noise, in [0, 1] units
+    blur: float = 0.0  # Gaussian blur radius of the glyph edge, in output pixels
+
+    def faces_for(self, char: str) -> list[FontFace]:
+        """Fonts of this style that draw ``char``."""
+        return [
+            f
+            for f in _available_faces()
+            if f.family in self.families
+            and (self.bold is None or f.bold == self.bold)
+            and (self.italic is None or f.italic == self.italic)
+            and has_glyph(f, char)
+        ]
+
+
+STYLES: dict[str, GlyphStyle] = {
+    s.name: s
+    for s in (
+        # Class-incremental benchmark: every font, plain backgrounds.
+        GlyphStyle("default"),
+        # Domains: font group, background, pose and colour scheme all change.
+        GlyphStyle("sans-flat", families=("sans",), italic=False, max_rotation=10.0),
+        GlyphStyle(
+            "serif-gradient", families=("serif",), italic=False, background="gradient"
+        ),
+        GlyphStyle(
+            "mono-texture",
+            families=("mono",),
+            max_rotation=15.0,
+            background="texture",
+            noise_std=0.06,
+        ),
+        GlyphStyle(
+            "italic-rotated", italic=True, max_rotation=50.0, colours="light_on_dark"
+        ),
+        GlyphStyle(
+            "bold-stripes",
+            bold=True,
+            max_rotation=25.0,
+            scale=(0.45, 0.75),
+            background="stripes",
+        ),
+        GlyphStyle(
+            "small-blurred",
+            scale=(0.35, 0.6),
+            background="gradient",
+            colours="grey",
+            blur=0.8,
+            min_contrast=0.5,
+        ),
+    )
+}
+
+#: Domain order of :func:`glyph_domain_incremental`.
+DOMAIN_STYLES: tuple[str, ...] = (
+    "sans-flat",
+    "serif-gradient",
+    "mono-texture",
+    "italic-rotated",
+    "bold-stripes",
+    "small-blurred",
+)
+
+
+def _resolve_style(style: Union[str, GlyphStyle]) -> GlyphStyle:
+    if isinstance(style, GlyphStyle):
+        return style
+    if style not in STYLES:
+        raise ValueError(
+            f"Unknown glyph style {style!r}; use one of {sorted(STYLES)} "
+            "or pass a GlyphStyle."
+        )
+    return STYLES[style]
+
+
+# ------------------------------------------------------------------------ drawing
+def _colour(rng: np.random.Generator, luma: float, grey: bool) -> np.ndarray:
+    """A random hue with exactly the requested luma (mixing toward white/black)."""
+    if grey:
+        return np.full(3, luma)
+    c = rng.random(3)
+    current = float(c @ _LUMA)
+    if current < luma:
+        c = c + (luma - current) / max(1.0 - current, 1e-6) * (1.0 - c)
+    else:
+        c = c * (luma / max(current, 1e-6))
+    return c
+
+
+def _colours(rng: np.random.Generator, style: GlyphStyle) -> tuple[np.ndarray, ...]:
+    """Glyph colour and two background colours, each at least min_contrast apart."""
+    gap = style.min_contrast
+    if style.colours == "dark_on_light":
+        dark_glyph = True
+    elif style.colours == "light_on_dark":
+        dark_glyph = False
+    else:
+        dark_glyph = bool(rng.random() < 0.5)
+    if dark_glyph:
+        fg = rng.uniform(0.0, 1.0 - gap)
+        bg1, bg2 = rng.uniform(fg + gap, 1.0, size=2)
+    else:
+        fg = rng.uniform(gap, 1.0)
+        bg1, bg2 = rng.uniform(0.0, fg - gap, size=2)
+    grey = style.colours == "grey"
+    return _colour(rng, fg, grey), _colour(rng, bg1, grey), _colour(rng, bg2, grey)
+
+
+def _background_weight(
+    rng: np.random.Generator, kind: str, size: int
+) -> Optional[np.ndarray]:
+    """Per-pixel mix in [0, 1] between the two background colours (None: solid)."""
+    if kind == "solid":
+        return None
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64) / max(size - 1, 1)
+    theta = rng.uniform(0.0, 2.0 * np.pi)
+    along = xs * np.cos(theta) + ys * np.sin(theta)
+    if kind == "gradient":
+        return (along - along.min()) / max(float(np.ptp(along)), 1e-6)
+    if kind == "stripes":
+        freq = rng.uniform(2.0, 5.0)
+        return 0.5 + 0.5 * np.sin(2.0 * np.pi * freq * along + rng.uniform(0, 2 * np.pi))
+    if kind == "texture":
+        cells = int(rng.integers(3, 7))
+        coarse = Image.fromarray(rng.random((cells, cells)).astype(np.float32), mode="F")
+        field = np.asarray(coarse.resize((size, size), Image.BICUBIC), dtype=np.float64)
+        return np.clip((field - field.min()) / max(float(np.ptp(field)), 1e-6), 0, 1)
+    raise ValueError(f"Unknown background kind {kind!r}")
+
+
+def _render_one(
+    char: str,
+    faces: Sequence[FontFace],
+    style: GlyphStyle,
+    rng: np.random.Generator,
+    image_size: int,
+) -> np.ndarray:
+    """Draw one glyph image (H, W, 3) uint8; all randomness comes from ``rng``."""
+    face = faces[int(rng.integers(len(faces)))]
+    mask = _master_mask(face.file, char, _master_size(image_size))
+    angle = rng.uniform(-style.max_rotation, style.max_rotation)
+    mask = mask.rotate(angle, resample=Image.BICUBIC, expand=True)
+    mask = mask.crop(mask.getbbox())
+    # Size and a mild aspect jitter, then downscale with area-aware resampling.
+    width = mask.width * float(np.exp(rng.uniform(-0.15, 0.15)))
+    target = rng.uniform(*style.scale) * image_size
+    factor = target / max(width, mask.height)
+    new_w = int(np.clip(round(width * factor), 1, image_size))
+    new_h = int(np.clip(round(mask.height * factor), 1, image_size))
+    mask = mask.resize((new_w, new_h), Image.LANCZOS)
+    canvas = Image.new("L", (image_size, image_size), 0)
+    x0 = int(rng.integers(0, image_size - new_w + 1))
+    y0 = int(rng.integers(0, image_size - new_h + 1))
+    canvas.paste(mask, (x0, y0))
+    if style.blur > 0:
+        canvas = canvas.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.0) * style.blur))
+    alpha = np.asarray(canvas, dtype=np.float64)[..., None] / 255.0
+
+    fg, bg1, bg2 = _colours(rng, style)
+    weight = _background_weight(rng, style.background, image_size)
+    if weight is None:
+        background = np.broadcast_to(bg1, (image_size, image_size, 3))
+    else:
+        background = bg1 + (bg2 - bg1) * weight[..., None]
+    image = background * (1.0 - alpha) + fg * alpha
+    if style.noise_std > 0:
+        image = image + rng.normal(0.0, style.noise_std, image.shape)
+    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def render_glyphs(
+    chars: Sequence[str],
+    n_per_class: int,
+    seed: int = 0,
+    style: Union[str, GlyphStyle] = "default",
+    *,
+    image_size: int = 32,
+    split: str = "train",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render ``n_per_class`` images of every character, grouped by class.
+
+    Returns ``(images, labels)``: uint8 ``(N, image_size, image_size, 3)`` and int64
+    labels indexing ``chars``. Sample ``i`` of a character depends only on
+    ``(seed, style name, split, character, i)``, so asking for more samples or more
+    classes never changes the ones already drawn, and "train"/"test" never overlap.
+    """
+    style = _resolve_style(style)
+    _check_int("n_per_class", n_per_class, 1)
+    _check_int("seed", seed, 0)
+    _check_int("image_size", image_size, 8)
+    if split not in _SPLITS:
+        raise ValueError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
+    if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
+        raise ValueError("chars must be distinct single characters")
+
+    style_id = zlib.crc32(style.name.encode("utf-8"))
+    images = np.empty((len(chars) * n_per_class, image_size, image_size, 3), np.uint8)
+    for label, char in enumerate(chars):
+        faces = style.faces_for(char)
+        if not faces:
+            raise ValueError(
+                f"No font of style {style.name!r} draws {char!r}; "
+                "choose characters from CHARACTERS or widen the style's fonts."
+            )
+        for i in range(n_per_class):
+            rng = np.random.default_rng([seed, style_id, _SPLITS[split], ord(char), i])
+            images[label * n_per_class + i] = _render_one(char, faces, style, rng, image_size)
+    labels = np.repeat(np.arange(len(chars), dtype=np.int64), n_per_class)
+    return images, labels
+
+
+# --------------------------------------------------------------------------- cache
+def default_root() -> Path:
+    """Cache folder: ``$AVALANCHE_MIND_DATA/glyphs`` or ``~/.cache/avalanche_mind/glyphs``."""
+    env = os.environ.get("AVALANCHE_MIND_DATA")
+    if env:
+        return Path(env).expanduser() / "glyphs"
+    return Path.home() / ".cache" / "avalanche_mind" / "glyphs"
+
+
+def cache_path(
+    chars: Sequence[str],
+    *,
+    train_per_class: int,
+    test_per_class: int,
+    seed: int,
+    style: Union[str, GlyphStyle],
+    image_size: int,
+    root: Union[str, Path, None] = None,
+) -> Path:
+    """The cache file for these parameters; every parameter is part of its name."""
+    style = _resolve_style(style)
+    key = _cache_key(chars, train_per_class, test_per_class, seed, style, image_size)
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:20]
+    folder = Path(root).expanduser() if root is not None else default_root()
+    return folder / f"glyphs-v{GLYPH_VERSION}-{style.name}-{len(chars)}c-{digest}.npz"
+
+
+def _cache_key(chars, train_per_class, test_per_class, seed, style, image_size) -> str:
+    # Font files and library versions are in the key: they change the pixels.
+    return json.dumps(
+        {
+            "version": GLYPH_VERSION,
+            "chars": "".join(chars),
+            "train_per_class": int(train_per_class),
+            "test_per_class": int(test_per_class),
+            "seed": int(seed),
+            "style": dataclasses.asdict(style),
+            "image_size": int(image_size),
+            "fonts": [f.file for f in _available_faces()],
+            "matplotlib": matplotlib.__version__,
+            "pillow": PIL.__version__,
+        },
+        sort_keys=True,
+    )
+
+
+def load_glyph_arrays(
+    chars: Sequence[str],
+    *,
+    train_per_class: int,
+    test_per_class: int,
+    seed: int = 0,
+    style: Union[str, GlyphStyle] = "default",
+    image_size: int = 32,
+    root: Union[str, Path, None] = None,
+) -> dict[str, np.ndarray]:
+    """Train/test arrays (``x_train``, ``y_train``, ``x_test``, ``y_test``), from cache if present.
+
+    Rendering is written once, atomically (temp file then ``os.replace``), so a
+    crash or a concurrent run never leaves a half-written cache behind.
+    """
+    style = _resolve_style(style)
+    path = cache_path(
+        chars,
+        train_per_class=train_per_class,
+        test_per_class=test_per_class,
+        seed=seed,
+        style=style,
+        image_size=image_size,
+        root=root,
+    )
+    key = _cache_key(chars, train_per_class, test_per_class, seed, style, image_size)
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                if str(f["key"]) == key:
+                    return {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            pass  # unreadable or foreign file: render again and overwrite it
+
+    x_train, y_train = render_glyphs(
+        chars, train_per_class, seed, style, image_size=image_size, split="train"
+    )
+    x_test, y_test = render_glyphs(
+        chars, test_per_class, seed, style, image_size=image_size, split="test"
+    )
+    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(fh, key=np.array(key), **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return arrays
+
+
+# ---------------------------------------------------------------------- datasets
+class GlyphDataset(Dataset):
+    """Images kept as uint8 (4x less memory than float) and scaled to [0, 1] on access.
+
+    Items are ``(float tensor (3, H, W), int label)``; ``targets`` is an int64
+    tensor, which is what Avalanche reads to build its classification datasets.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, characters: Sequence[str]):
+        self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+        self.targets = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+        self.characters = tuple(characters)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index].float().div_(255.0), int(self.targets[index])
+
+
+# -------------------------------------------------------------------- benchmarks
+def glyph_class_incremental(
+    n_experiences: int = 10,
+    *,
+    n_classes: int = 100,
+    train_per_class: int = 500,
+    test_per_class: int = 100,
+    seed: int = 0,
+    root: Union[str, Path, None] = None,
+    image_size: int = 32,
+    style: Union[str, GlyphStyle] = "default",
+    class_ids_from_zero_from_first_exp: bool = False,
+    train_transform: Optional[Callable[[Any], Any]] = None,
+    eval_transform: Optional[Callable[[Any], Any]] = None,
+):
+    """Class-incremental glyphs: ``n_classes / n_experiences`` new characters per experience.
+
+    Classes are the first ``n_classes`` entries of :data:`CHARACTERS` (label ``k`` is
+    ``CHARACTERS[k]``, whatever the seed); ``seed`` fixes both the images and the
+    class order. Returns Avalanche's ``NCScenario`` (no task labels), with the
+    characters in ``benchmark.characters``.
+    """
+    _check_int("n_experiences", n_experiences, 1)
+    _check_int("n_classes", n_classes, 1, len(CHARACTERS))
+    _check_int("train_per_class", train_per_class, 1)
+    _check_int("test_per_class", test_per_class, 1)
+    _check_int("seed", seed, 0)
+    _check_int("image_size", image_size, 8)
+    if n_classes % n_experiences:
+        divisors = [d for d in range(1, n_classes + 1) if n_classes % d == 0]
+        raise ValueError(
+            f"n_classes={n_classes} is not divisible by n_experiences={n_experiences}; "
+            f"use n_experiences in {divisors} or change n_classes."
+        )
+    from avalanche.benchmarks import nc_benchmark
+
+    chars = CHARACTERS[:n_classes]
+    arrays = load_glyph_arrays(
+        chars,
+        train_per_class=train_per_class,
+        test_per_class=test_per_class,
+        seed=seed,
+        style=style,
+        image_size=image_size,
+        root=root,
+    )
+    order = np.random.default_rng(seed).permutation(n_classes).tolist()
+    benchmark = nc_benchmark(
+        GlyphDataset(arrays["x_train"], arrays["y_train"], chars),
+        GlyphDataset(arrays["x_test"], arrays["y_test"], chars),
+        n_experiences=n_experiences,
+        task_labels=False,
+        shuffle=False,
+        fixed_class_order=order,
+        class_ids_from_zero_from_first_exp=class_ids_from_zero_from_first_exp,
+        train_transform=train_transform,
+        eval_transform=eval_transform,
+    )
+    benchmark.characters = chars
+    return benchmark
+
+
+def glyph_domain_incremental(
+    n_domains: int = 5,
+    *,
+    n_classes: int = 20,
+    train_per_class: int = 500,
+    test_per_class: int = 100,
+    seed: int = 0,
+    root: Union[str, Path, None] = None,
+    image_size: int = 32,
+    train_transform: Optional[Callable[[Any], Any]] = None,
+    eval_transform: Optional[Callable[[Any], Any]] = None,
+):
+    """Domain-incremental glyphs: the same characters in every experience, drawn in a new style.
+
+    Experience ``d`` uses style ``DOMAIN_STYLES[d]`` (font group, background, pose
+    and colours change), so a model fit to one domain transfers imperfectly to the
+    next. The default of 20 classes (the first 20 of :data:`CHARACTERS`) x 600
+    images x 5 domains costs about as much as the 100-class benchmark. Returns
+    Avalanche's ``NCScenario`` built like its ``PermutedMNIST``: no task labels,
+    labels ``0..n_classes-1`` in every experience; styles in ``benchmark.domains``.
+    """
+    _check_int("n_domains", n_domains, 1, len(DOMAIN_STYLES))
+    _check_int("n_classes", n_classes, 1, len(CHARACTERS))
+    _check_int("train_per_class", train_per_class, 1)
+    _check_int("test_per_class", test_per_class, 1)
+    _check_int("seed", seed, 0)
+    _check_int("image_size", image_size, 8)
+    from avalanche.benchmarks import nc_benchmark
+
+    chars = CHARACTERS[:n_classes]
+    train_sets, test_sets = [], []
+    for name in DOMAIN_STYLES[:n_domains]:
+        arrays = load_glyph_arrays(
+            chars,
+            train_per_class=train_per_class,
+            test_per_class=test_per_class,
+            seed=seed,
+            style=name,
+            image_size=image_size,
+            root=root,
+        )
+        train_sets.append(GlyphDataset(arrays["x_train"], arrays["y_train"], chars))
+        test_sets.append(GlyphDataset(arrays["x_test"], arrays["y_test"], chars))
+    benchmark = nc_benchmark(
+        train_sets,
+        test_sets,
+        n_experiences=n_domains,
+        task_labels=False,
+        shuffle=False,
+        one_dataset_per_exp=True,
+        class_ids_from_zero_in_each_exp=True,
+        train_transform=train_transform,
+        eval_transform=eval_transform,
+    )
+    benchmark.characters = chars
+    benchmark.domains = DOMAIN_STYLES[:n_domains]
+    return benchmark
+
+
+def _check_int(name: str, value: Any, minimum: int, maximum: Optional[int] = None) -> None:
+    """Raise a ValueError that says which argument is wrong and what range fits."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise ValueError(f"{name} must be {bound}, got {value}")

@@ -1,0 +1,54 @@
+"""Distillation losses between the teacher's and the student's output slices.
+
+All compare the two softmax distributions (the spec's Jensen-Shannon default and
+its ablations), averaged over the minibatch.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+DistillLoss = Callable[[Tensor, Tensor], Tensor]
+
+
+def js_divergence(teacher_logits: Tensor, student_logits: Tensor) -> Tensor:
+    """Jensen-Shannon divergence: symmetric and bounded, so beta stays meaningful."""
+    log_p = F.log_softmax(teacher_logits, dim=1)
+    log_q = F.log_softmax(student_logits, dim=1)
+    log_m = torch.logsumexp(torch.stack([log_p, log_q]), dim=0) - torch.log(torch.tensor(2.0))
+    kl_pm = F.kl_div(log_m, log_p, log_target=True, reduction="batchmean")
+    kl_qm = F.kl_div(log_m, log_q, log_target=True, reduction="batchmean")
+    return 0.5 * (kl_pm + kl_qm)
+
+
+def kl_divergence(teacher_logits: Tensor, student_logits: Tensor) -> Tensor:
+    """KL(teacher || student), the classic Hinton distillation term."""
+    return F.kl_div(
+        F.log_softmax(student_logits, dim=1),
+        F.log_softmax(teacher_logits, dim=1),
+        log_target=True,
+        reduction="batchmean",
+    )
+
+
+def cosine_distance(teacher_logits: Tensor, student_logits: Tensor) -> Tensor:
+    """One minus the cosine similarity of the two distributions."""
+    p, q = F.softmax(teacher_logits, dim=1), F.softmax(student_logits, dim=1)
+    return (1.0 - F.cosine_similarity(p, q, dim=1)).mean()
+
+
+def l2_distance(teacher_logits: Tensor, student_logits: Tensor) -> Tensor:
+    """Squared Euclidean distance between the two distributions."""
+    p, q = F.softmax(teacher_logits, dim=1), F.softmax(student_logits, dim=1)
+    return (p - q).pow(2).sum(dim=1).mean()
+
+
+DISTILL_LOSSES: Dict[str, DistillLoss] = {
+    "js": js_divergence,
+    "kl": kl_divergence,
+    "cosine": cosine_distance,
+    "l2": l2_distance,
+}

@@ -1,0 +1,156 @@
+"""The ownership map: for every weight of every gated layer, the experience that owns it.
+
+It is the single source of truth for sub-networks. The owner tensors themselves
+live as ``owner`` buffers inside the gated layers (so ``model.state_dict()`` holds
+them, one int8 per weight); this class is the view that reads and writes them.
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterable, List, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from avalanche_mind.layers import FREE, GatedLayer, GatedLinear, gated_layers, he_normal_
+
+Capacity = Union[str, float]
+
+
+def owner_dtype(n_experiences: int) -> torch.dtype:
+    """Smallest signed integer type that holds FREE and every experience id."""
+    if n_experiences <= torch.iinfo(torch.int8).max:
+        return torch.int8
+    if n_experiences <= torch.iinfo(torch.int16).max:
+        return torch.int16
+    return torch.int32
+
+
+class OwnershipMap:
+    """Read and change who owns which weight of a gated model.
+
+    ``capacity`` is how many FREE weights of a layer an experience receives:
+    ``"equal"`` gives ``numel // n_experiences`` (the paper's rule, which needs the
+    number of experiences in advance); a float ``f`` in (0, 1) gives the fraction
+    ``f`` of the weights still FREE, which needs no such knowledge.
+    """
+
+    def __init__(self, model: nn.Module, n_experiences: int, capacity: Capacity = "equal") -> None:
+        self.layers: Dict[str, GatedLayer] = dict(gated_layers(model))
+        if not self.layers:
+            raise TypeError("the model has no gated layer; call avalanche_mind.gate_model(model) first")
+        if capacity != "equal" and not (isinstance(capacity, float) and 0.0 < capacity < 1.0):
+            raise ValueError(f"capacity must be 'equal' or a float in (0, 1), got {capacity!r}")
+        self.n_experiences = n_experiences
+        self.capacity = capacity
+        dtype = owner_dtype(n_experiences)
+        for layer in self.layers.values():
+            if layer.owner.dtype != dtype:
+                layer.owner = layer.owner.to(dtype)
+        linears = [n for n, l in self.layers.items() if isinstance(l, GatedLinear)]
+        self.classifier_name: Optional[str] = linears[-1] if linears else None
+
+    # ----------------------------------------------------------------- reading
+    @property
+    def classifier(self) -> Optional[GatedLinear]:
+        """The last gated Linear layer, taken as the output layer."""
+        return self.layers.get(self.classifier_name) if self.classifier_name else None
+
+    def subnetwork_mask(self, layer: GatedLayer, task: int, weight_sharing: bool) -> Tensor:
+        """Float 0/1 mask of the weights of ``task``'s sub-network in ``layer``."""
+        owner = layer.owner
+        selected = (owner >= 0) & (owner <= task) if weight_sharing else owner == task
+        return selected.to(layer.weight.dtype)
+
+    def owned_by(self, layer: GatedLayer, owner: int) -> Tensor:
+        """Boolean mask of the weights of ``layer`` whose owner is ``owner`` (FREE allowed)."""
+        return layer.owner == owner
+
+    def capacity_used(self) -> Dict[str, float]:
+        """Fraction of each layer's weights owned by some experience."""
+        return {n: float((l.owner != FREE).float().mean()) for n, l in self.layers.items()}
+
+    def n_weights(self) -> int:
+        return sum(l.weight.numel() for l in self.layers.values())
+
+    # ----------------------------------------------------------------- gating
+    def activate(self, task: int, weight_sharing: bool) -> None:
+        """Gate every layer's forward pass to the sub-network of ``task``."""
+        for layer in self.layers.values():
+            layer.mask = self.subnetwork_mask(layer, task, weight_sharing)
+
+    def activate_dense(self) -> None:
+        """Forward passes use every weight (the self-distillation teacher)."""
+        for layer in self.layers.values():
+            layer.mask = torch.ones((), device=layer.weight.device)
+
+    # ------------------------------------------------------------- allocation
+    def layer_capacity(self, layer: GatedLayer) -> int:
+        n_free = int((layer.owner == FREE).sum())
+        if self.capacity == "equal":
+            return min(layer.weight.numel() // self.n_experiences, n_free)
+        return min(int(round(self.capacity * n_free)), n_free)
+
+    def allocate(
+        self,
+        task: int,
+        classes: Sequence[int],
+        rule: str = "random",
+        generator: Optional[torch.Generator] = None,
+    ) -> None:
+        """Give FREE weights to ``task`` in every layer, then zero the weights still FREE.
+
+        ``rule="random"``: a uniform random choice, the new weights re-initialised
+        (He normal). ``rule="magnitude"``: the largest-|w| FREE weights, keeping their
+        (teacher-trained) values. In the classifier, a class-incremental experience
+        takes exactly the rows of its classes when those rows are all FREE; when its
+        classes were seen before (domain-incremental) the classifier is allocated like
+        any other layer.
+        """
+        if rule not in ("random", "magnitude"):
+            raise ValueError(f"unknown allocation rule {rule!r}; use 'random' or 'magnitude'")
+        with torch.no_grad():
+            for name, layer in self.layers.items():
+                flat_owner = layer.owner.view(-1)
+                rows = self._class_rows(layer, classes) if name == self.classifier_name else None
+                if rows is not None:
+                    chosen = torch.nonzero(self._row_mask(layer, rows).view(-1)).view(-1)
+                else:
+                    chosen = self._choose(layer, rule, generator)
+                flat_owner[chosen.to(flat_owner.device)] = task
+                if rule == "random":
+                    he_normal_(layer.weight, chosen.to(layer.weight.device), generator)
+                layer.weight.masked_fill_(layer.owner == FREE, 0.0)
+
+    def _choose(self, layer: GatedLayer, rule: str, generator: Optional[torch.Generator]) -> Tensor:
+        free = torch.nonzero(layer.owner.view(-1) == FREE).view(-1).cpu()
+        k = self.layer_capacity(layer)
+        if rule == "random":
+            return free[torch.randperm(free.numel(), generator=generator)[:k]]
+        magnitude = layer.weight.detach().view(-1)[free.to(layer.weight.device)].abs().cpu()
+        return free[torch.topk(magnitude, k).indices]
+
+    @staticmethod
+    def _row_mask(layer: GatedLayer, rows: List[int]) -> Tensor:
+        mask = torch.zeros_like(layer.owner, dtype=torch.bool)
+        mask[rows] = True
+        return mask
+
+    def _class_rows(self, layer: GatedLayer, classes: Sequence[int]) -> Optional[List[int]]:
+        rows = sorted(int(c) for c in classes)
+        if len(rows) >= layer.out_features:
+            return None  # the experience spans every output: domain-incremental
+        if bool((layer.owner[rows] == FREE).all()):
+            return rows
+        return None
+
+    def zero_free(self) -> None:
+        """Set every FREE weight to zero (they are not part of any sub-network)."""
+        with torch.no_grad():
+            for layer in self.layers.values():
+                layer.weight.masked_fill_(layer.owner == FREE, 0.0)
+
+    def reinitialise_free(self, generator: Optional[torch.Generator] = None) -> None:
+        """He-normal values for the FREE weights, so they can be trained (self-distillation teacher)."""
+        for layer in self.layers.values():
+            free = torch.nonzero(layer.owner.view(-1) == FREE).view(-1)
+            he_normal_(layer.weight, free, generator)

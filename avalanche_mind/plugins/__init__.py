@@ -1,0 +1,7 @@
+"""MIND's four plugins, one concern each."""
+from avalanche_mind.plugins.allocation import AllocationPlugin
+from avalanche_mind.plugins.batchnorm import BatchNormPlugin
+from avalanche_mind.plugins.gating import GatingPlugin, WeightGuard
+from avalanche_mind.plugins.teacher import TeacherPlugin
+
+__all__ = ["AllocationPlugin", "BatchNormPlugin", "GatingPlugin", "TeacherPlugin", "WeightGuard"]

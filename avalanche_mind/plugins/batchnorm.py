@@ -1,0 +1,52 @@
+"""BatchNorm snapshots: each experience keeps its own BatchNorm statistics and affine terms.
+
+BatchNorm is trained with every experience and stored after it; inference with
+sub-network t uses snapshot t. With ``bn_per_task=False`` (the paper's ablation)
+BatchNorm is trained on the first experience only and frozen afterwards.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Dict
+
+import torch
+from avalanche.core import SupervisedPlugin
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from avalanche_mind.strategy import MIND
+
+
+def batchnorm_modules(model: nn.Module):
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def batchnorm_state(model: nn.Module) -> Dict[str, Tensor]:
+    """A detached copy of every BatchNorm parameter and buffer, keyed by full name."""
+    return {
+        f"{name}.{key}": value.detach().clone()
+        for name, module in batchnorm_modules(model)
+        for key, value in module.state_dict().items()
+    }
+
+
+@torch.no_grad()
+def load_batchnorm_state(model: nn.Module, snapshot: Dict[str, Tensor]) -> None:
+    for name, module in batchnorm_modules(model):
+        prefix = f"{name}."
+        module.load_state_dict({k[len(prefix):]: v for k, v in snapshot.items() if k.startswith(prefix)})
+
+
+class BatchNormPlugin(SupervisedPlugin):
+    """Snapshots BatchNorm after each experience; freezes it when ``bn_per_task`` is off."""
+
+    def before_training_exp(self, strategy: "MIND", **kwargs) -> None:
+        if strategy.bn_per_task or strategy.current_task == 0:
+            return
+        # The self-distillation teacher may have moved BatchNorm: go back to
+        # experience 0's, and keep its running statistics fixed while training.
+        load_batchnorm_state(strategy.model, strategy.state.bn_snapshots[0])
+        for _, module in batchnorm_modules(strategy.model):
+            module.eval()
+
+    def after_training_exp(self, strategy: "MIND", **kwargs) -> None:
+        strategy.state.bn_snapshots.append(batchnorm_state(strategy.model))

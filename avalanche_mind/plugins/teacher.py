@@ -1,0 +1,149 @@
+"""Teacher training: learn experience t alone, so the student can distil it.
+
+Default (the paper's MIND): a fresh, randomly initialised copy of the model's
+architecture is trained on the experience's output slice and kept (in eval mode)
+for the distillation phase. Self-distillation: the teacher is the main model
+itself, trained in place on its FREE weights (earlier experiences' weights are
+used but frozen); its logits on the training inputs are recorded once, so no
+second network is held during distillation.
+"""
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from avalanche.core import SupervisedPlugin
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import MultiStepLR
+from torch.utils.data import DataLoader
+
+from avalanche_mind.layers import FREE, reinitialise
+from avalanche_mind.plugins.gating import guard_for
+from avalanche_mind.progress import progress_bar
+
+if TYPE_CHECKING:
+    from avalanche_mind.strategy import MIND
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
+
+
+class IndexedDataset(torch.utils.data.Dataset):
+    """Yields ``(x, y, index, task)``: the index finds a sample's recorded teacher logits."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        item = self.dataset[index]
+        return (item[0], item[1], index, item[-1])
+
+
+class TeacherPlugin(SupervisedPlugin):
+    """Trains the teacher of each experience before allocation and distillation."""
+
+    def __init__(
+        self,
+        epochs: int,
+        optimizer_factory: OptimizerFactory,
+        milestones: Sequence[int],
+        gamma: float,
+        self_distillation: bool,
+    ) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self.optimizer_factory = optimizer_factory
+        self.milestones = list(milestones)
+        self.gamma = gamma
+        self.self_distillation = self_distillation
+        self.teacher: Optional[nn.Module] = None
+        self.recorded_logits: Optional[Tensor] = None
+        self.losses: List[float] = []  # mean loss per teacher epoch, for loggers
+
+    # ------------------------------------------------------------------ phase
+    def before_training_exp(self, strategy: "MIND", **kwargs) -> None:
+        slice_ = strategy.output_slice(strategy.current_task)
+        if self.self_distillation:
+            self._train_in_place(strategy, slice_)
+        else:
+            self.teacher = self._fresh_teacher(strategy)
+            self._train(strategy, self.teacher, slice_, guard=None)
+            self.teacher.eval()
+
+    def after_training_exp(self, strategy: "MIND", **kwargs) -> None:
+        # Free the teacher's memory as soon as its experience is learned.
+        self.teacher = None
+        self.recorded_logits = None
+
+    def _fresh_teacher(self, strategy: "MIND") -> nn.Module:
+        teacher = copy.deepcopy(strategy.model)
+        for module in teacher.modules():
+            if hasattr(module, "mask") and hasattr(module, "owner"):
+                module.mask = torch.ones((), device=module.weight.device)
+        reinitialise(teacher, strategy.generator)
+        return teacher.train()
+
+    def _train_in_place(self, strategy: "MIND", slice_: Tensor) -> None:
+        ownership, task = strategy.ownership, strategy.current_task
+        ownership.reinitialise_free(strategy.generator)
+        ownership.activate_dense()
+        guard = guard_for(
+            strategy.model,
+            ownership,
+            owner=FREE,
+            shared_trainable=task == 0,
+            batchnorm_trainable=True,
+        )
+        self._train(strategy, strategy.model, slice_, guard)
+        self.recorded_logits = self._record(strategy, slice_)
+        strategy.model.train()
+
+    def _train(self, strategy: "MIND", teacher: nn.Module, slice_: Tensor, guard) -> None:
+        optimizer = self.optimizer_factory([p for p in teacher.parameters() if p.requires_grad])
+        scheduler = MultiStepLR(optimizer, milestones=self.milestones, gamma=self.gamma)
+        targets_of = strategy.slice_position(strategy.current_task)
+        teacher.train()
+        self.losses = []
+        bar = progress_bar(strategy, self.epochs, f"teacher exp {strategy.current_task}")
+        for _ in range(self.epochs):
+            total, count = 0.0, 0
+            for mbatch in strategy.dataloader:
+                x = mbatch[0].to(strategy.device, non_blocking=True)
+                y = targets_of[mbatch[1].to(strategy.device)]
+                loss = F.cross_entropy(teacher(x)[:, slice_], y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if guard is not None:
+                    guard.zero_frozen_grads()
+                optimizer.step()
+                if guard is not None:
+                    guard.restore()
+                total += float(loss.detach()) * len(y)
+                count += len(y)
+            scheduler.step()
+            self.losses.append(total / max(count, 1))
+            bar.update(loss=self.losses[-1], lr=optimizer.param_groups[0]["lr"])
+        bar.close()
+
+    @torch.no_grad()
+    def _record(self, strategy: "MIND", slice_: Tensor) -> Tensor:
+        """Teacher logits (output slice only) for every training sample, by index."""
+        strategy.model.eval()
+        dataset = IndexedDataset(strategy.experience.dataset.eval())
+        loader = DataLoader(dataset, batch_size=strategy.eval_mb_size, shuffle=False)
+        chunks = [strategy.model(mb[0].to(strategy.device))[:, slice_] for mb in loader]
+        return torch.cat(chunks)
+
+    # ---------------------------------------------------------- distillation
+    @torch.no_grad()
+    def logits(self, strategy: "MIND") -> Tensor:
+        """Teacher logits on the output slice for the current minibatch."""
+        if self.self_distillation:
+            index = strategy.mbatch[2].to(self.recorded_logits.device)
+            return self.recorded_logits[index]
+        return self.teacher(strategy.mb_x)[:, strategy.output_slice(strategy.current_task)]

@@ -1,0 +1,311 @@
+"""MIND as an Avalanche strategy: a ``SupervisedTemplate`` that orders four plugins.
+
+For each experience t, in ``before_training_exp`` and in this order:
+teacher phase (:class:`TeacherPlugin`) -> allocation of FREE weights to t
+(:class:`AllocationPlugin`) -> gating to t's sub-network (:class:`GatingPlugin`)
+-> BatchNorm handling (:class:`BatchNormPlugin`). The template's own training
+loop is then the distillation phase, with loss ``CE + beta * D(teacher, student)``
+on t's output slice. In eval, ``mb_output`` is a full-width vector whose argmax is
+the task-agnostic (TAg) answer, so Avalanche's metrics work unchanged.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from avalanche.core import BasePlugin
+from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
+from avalanche.logging import InteractiveLogger
+from avalanche.training.plugins import EvaluationPlugin
+from avalanche.training.templates import SupervisedTemplate
+from torch import Tensor, nn
+from torch.optim import AdamW, Optimizer
+from torch.optim.lr_scheduler import MultiStepLR
+from torch.utils.data import DataLoader
+
+from avalanche_mind.inference import TASK_INFERENCE_RULES, Prediction, SubnetworkBank, predict
+from avalanche_mind.layers import gate_model, gated_layers
+from avalanche_mind.losses import DISTILL_LOSSES
+from avalanche_mind.metrics import mind_metrics
+from avalanche_mind.ownership import Capacity, OwnershipMap
+from avalanche_mind.plugins.allocation import AllocationPlugin
+from avalanche_mind.plugins.batchnorm import BatchNormPlugin
+from avalanche_mind.plugins.gating import GatingPlugin
+from avalanche_mind.plugins.teacher import IndexedDataset, OptimizerFactory, TeacherPlugin
+from avalanche_mind.state import MINDState
+
+
+def default_mind_evaluator() -> EvaluationPlugin:
+    """Avalanche's accuracy and loss metrics plus MIND's TAg/TAw/TaskId, printed interactively."""
+    return EvaluationPlugin(
+        accuracy_metrics(experience=True, stream=True),
+        loss_metrics(experience=True, stream=True),
+        *mind_metrics(experience=True, stream=True),
+        loggers=[InteractiveLogger()],
+    )
+
+
+def experience_classes(experience) -> List[int]:
+    """Sorted class ids of an experience, from its classes timeline or its targets."""
+    classes = getattr(experience, "classes_in_this_experience", None)
+    if classes is None:
+        classes = experience.dataset.targets.uniques
+    return sorted(int(c) for c in classes)
+
+
+def _check_int(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+class MIND(SupervisedTemplate):
+    """Multi-Task Incremental Network Distillation (Bonato et al., AAAI 2024).
+
+    :param model: any model with Conv2d/Linear layers; gated in place if it is not
+        already (see :func:`avalanche_mind.gate_model`). Its last Linear layer is the
+        classifier, whose width bounds the class ids.
+    :param n_experiences: how many experiences the model's capacity is split into.
+    :param teacher_epochs: epochs of the teacher phase; ``train_epochs``: epochs of
+        the distillation phase.
+    :param beta: weight of the distillation term. ``distill_loss``: "js", "kl",
+        "cosine" or "l2". ``temperature``: softmax temperature of the TAg task choice.
+    :param self_distillation: train the teacher in place on FREE weights (one
+        network held) instead of a fresh copy of the model.
+    :param weight_sharing: sub-network t uses weights of tasks 0..t (True) or only t.
+    :param bn_per_task: one BatchNorm snapshot per experience (True) or task 0's only.
+    :param task_inference: "max_confidence" or "entropy".
+    :param optimizer: distillation optimiser (default AdamW(lr, weight_decay)); its
+        state and learning rate are reset at every experience, and MultiStepLR
+        (``milestones``, ``lr_gamma``) steps it once per epoch.
+    :param teacher_optimizer: callable ``params -> Optimizer`` for the teacher phase
+        (default AdamW(teacher_lr, weight_decay)); MultiStepLR(``teacher_milestones``).
+    :param capacity: "equal" (numel // n_experiences per layer, the paper's rule) or
+        a float fraction of the FREE weights given to each experience.
+    :param seed: seed of the allocation and teacher initialisation (default:
+        ``torch.initial_seed()``).
+    :param verbose: show progress bars for both phases.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        n_experiences: int,
+        teacher_epochs: int = 50,
+        train_epochs: int = 50,
+        train_mb_size: int = 256,
+        eval_mb_size: int = 512,
+        device: Union[str, torch.device] = "cpu",
+        plugins: Optional[Sequence[BasePlugin]] = None,
+        evaluator: Union[EvaluationPlugin, Callable[[], EvaluationPlugin], None] = default_mind_evaluator,
+        eval_every: int = -1,
+        beta: float = 5.0,
+        distill_loss: str = "js",
+        temperature: float = 6.5,
+        self_distillation: bool = False,
+        weight_sharing: bool = True,
+        bn_per_task: bool = True,
+        task_inference: str = "max_confidence",
+        optimizer: Optional[Optimizer] = None,
+        lr: float = 0.035,
+        milestones: Sequence[int] = (40,),
+        teacher_optimizer: Optional[OptimizerFactory] = None,
+        teacher_lr: float = 0.005,
+        teacher_milestones: Sequence[int] = (35,),
+        lr_gamma: float = 0.5,
+        weight_decay: float = 0.0,
+        capacity: Capacity = "equal",
+        seed: Optional[int] = None,
+        verbose: bool = False,
+        **base_kwargs,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        _check_int("n_experiences", n_experiences, 1)
+        _check_int("teacher_epochs", teacher_epochs, 0)
+        _check_int("train_epochs", train_epochs, 0)
+        _check_int("train_mb_size", train_mb_size, 1)
+        if distill_loss not in DISTILL_LOSSES:
+            raise ValueError(f"unknown distill_loss {distill_loss!r}; use one of {sorted(DISTILL_LOSSES)}")
+        if task_inference not in TASK_INFERENCE_RULES:
+            raise ValueError(f"unknown task_inference {task_inference!r}; use one of {list(TASK_INFERENCE_RULES)}")
+        if not beta >= 0:
+            raise ValueError(f"beta must be >= 0, got {beta!r}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+
+        if next(gated_layers(model), None) is None:
+            gate_model(model)
+        self.n_experiences = n_experiences
+        self.ownership = OwnershipMap(model, n_experiences, capacity)
+        self.state = MINDState()
+        self.generator = torch.Generator().manual_seed(seed if seed is not None else torch.initial_seed())
+        self.beta = float(beta)
+        self.distill_loss_name = distill_loss
+        self.distill_loss = DISTILL_LOSSES[distill_loss]
+        self.temperature = float(temperature)
+        self.self_distillation = self_distillation
+        self.weight_sharing = weight_sharing
+        self.bn_per_task = bn_per_task
+        self.task_inference = task_inference
+        self.milestones = list(milestones)
+        self.lr_gamma = lr_gamma
+        self.verbose = verbose
+        self.scheduler: Optional[MultiStepLR] = None
+        self.eval_task = -1
+        self.last_prediction: Optional[Prediction] = None
+        self._bank: Optional[SubnetworkBank] = None
+        self._slice_cache: Dict[int, Tensor] = {}
+
+        if optimizer is None:
+            optimizer = AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        if teacher_optimizer is None:
+            def teacher_optimizer(params: Iterable[nn.Parameter]) -> Optimizer:
+                return AdamW(params, lr=teacher_lr, weight_decay=weight_decay)
+        self.teacher_plugin = TeacherPlugin(
+            teacher_epochs, teacher_optimizer, teacher_milestones, lr_gamma, self_distillation
+        )
+        mind_plugins: List[BasePlugin] = [
+            self.teacher_plugin,
+            AllocationPlugin("magnitude" if self_distillation else "random"),
+            GatingPlugin(),
+            BatchNormPlugin(),
+        ]
+        super().__init__(
+            model=model,
+            optimizer=optimizer,
+            criterion=nn.CrossEntropyLoss(),
+            train_mb_size=train_mb_size,
+            train_epochs=train_epochs,
+            eval_mb_size=eval_mb_size,
+            device=device,
+            plugins=mind_plugins + list(plugins or []),
+            evaluator=evaluator,
+            eval_every=eval_every,
+            **base_kwargs,
+        )
+
+    # -------------------------------------------------------------- tasks
+    @property
+    def current_task(self) -> int:
+        """MIND's id of the experience being (or last) trained."""
+        return self.state.n_tasks - 1
+
+    @property
+    def n_outputs(self) -> Optional[int]:
+        classifier = self.ownership.classifier
+        return classifier.out_features if classifier is not None else None
+
+    def output_slice(self, task: int) -> Tensor:
+        """Class ids of ``task`` as an index tensor on the strategy's device."""
+        if task not in self._slice_cache:
+            self._slice_cache[task] = torch.tensor(self.state.slices[task], dtype=torch.long, device=self.device)
+        return self._slice_cache[task]
+
+    def slice_position(self, task: int) -> Tensor:
+        """Lookup class id -> position inside ``task``'s output slice (-1 outside)."""
+        slice_ = self.output_slice(task)
+        width = max(self.n_outputs or 0, int(slice_.max()) + 1)
+        lookup = torch.full((width,), -1, dtype=torch.long, device=self.device)
+        lookup[slice_] = torch.arange(len(slice_), device=self.device)
+        return lookup
+
+    def _register_experience(self) -> None:
+        if self.state.n_tasks >= self.n_experiences:
+            raise ValueError(
+                f"MIND was built with n_experiences={self.n_experiences} and has trained "
+                f"{self.state.n_tasks} experiences: no capacity is left for another. Build MIND "
+                "with n_experiences equal to the stream length (see also capacity=<fraction>)."
+            )
+        classes = experience_classes(self.experience)
+        if self.n_outputs is not None and classes and classes[-1] >= self.n_outputs:
+            raise ValueError(
+                f"experience {self.experience.current_experience} has class {classes[-1]}, but the "
+                f"model's classifier has only {self.n_outputs} outputs; build the model with "
+                f"num_classes >= {classes[-1] + 1} (the benchmark's total number of classes)."
+            )
+        self.state.slices.append(classes)
+        self.state.experience_ids.append(int(self.experience.current_experience))
+
+    # ------------------------------------------------------------ training
+    def _before_training_exp(self, **kwargs) -> None:
+        self._register_experience()
+        super()._before_training_exp(**kwargs)
+
+    def make_train_dataloader(
+        self, num_workers=0, shuffle=True, pin_memory=None, persistent_workers=False, drop_last=False, **kwargs
+    ) -> None:
+        """As Avalanche's, but in self-distillation each item carries its index (recorded teacher logits)."""
+        if not self.self_distillation:
+            return super().make_train_dataloader(
+                num_workers=num_workers,
+                shuffle=shuffle,
+                pin_memory=pin_memory,
+                persistent_workers=persistent_workers,
+                drop_last=drop_last,
+                **kwargs,
+            )
+        self.dataloader = DataLoader(
+            IndexedDataset(self.adapted_dataset),
+            batch_size=self.train_mb_size,
+            shuffle=shuffle,
+            num_workers=num_workers,
+            pin_memory=bool(pin_memory),
+            persistent_workers=persistent_workers and num_workers > 0,
+            drop_last=drop_last,
+        )
+
+    def make_optimizer(self, **kwargs) -> None:
+        """Fresh optimiser state, initial learning rate and scheduler for every experience."""
+        kwargs.pop("reset_optimizer_state", None)
+        super().make_optimizer(reset_optimizer_state=True, **kwargs)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group.setdefault("initial_lr", group["lr"])
+        self.scheduler = MultiStepLR(self.optimizer, milestones=self.milestones, gamma=self.lr_gamma)
+
+    def _after_training_epoch(self, **kwargs) -> None:
+        if self.scheduler is not None:
+            self.scheduler.step()
+        super()._after_training_epoch(**kwargs)
+
+    def criterion(self) -> Tensor:
+        """Distillation loss in training; cross-entropy of the TAg output in eval."""
+        if not self.is_training:
+            return self._criterion(self.mb_output, self.mb_y)
+        task = self.current_task
+        student = self.mb_output[:, self.output_slice(task)]
+        loss = F.cross_entropy(student, self.slice_position(task)[self.mb_y])
+        if self.beta > 0:
+            loss = loss + self.beta * self.distill_loss(self.teacher_plugin.logits(self), student)
+        return loss
+
+    # ----------------------------------------------------------- inference
+    def _before_eval(self, **kwargs) -> None:
+        # Masked weights and BatchNorm state per sub-network: built once per eval.
+        self._bank = None
+        if self.state.n_tasks > 0:
+            self._bank = SubnetworkBank(
+                self.model, self.ownership, self.state.bn_snapshots, self.state.n_tasks, self.weight_sharing
+            )
+        super()._before_eval(**kwargs)
+
+    def _after_eval(self, **kwargs) -> None:
+        super()._after_eval(**kwargs)
+        self._bank = None
+        self.last_prediction = None
+
+    def _before_eval_exp(self, **kwargs) -> None:
+        self.eval_task = self.state.task_of_experience(int(self.experience.current_experience))
+        super()._before_eval_exp(**kwargs)
+
+    def forward(self) -> Tensor:
+        if self.is_training or self._bank is None:
+            self.last_prediction = None
+            return self.model(self.mb_x)
+        slices = [self.output_slice(t) for t in range(len(self._bank))]
+        self.last_prediction = predict(
+            self._bank, self.mb_x, slices, self.temperature, self.task_inference,
+            true_task=self.eval_task if self.eval_task >= 0 else None,
+        )
+        return self.last_prediction.output
