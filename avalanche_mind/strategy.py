@@ -89,8 +89,8 @@ class MIND(SupervisedTemplate):
 
     def __init__(
         self,
-        model: nn.Module,
         *,
+        model: nn.Module,
         n_experiences: int,
         teacher_epochs: int = 50,
         train_epochs: int = 50,
@@ -157,6 +157,7 @@ class MIND(SupervisedTemplate):
         self.last_prediction: Optional[Prediction] = None
         self._bank: Optional[SubnetworkBank] = None
         self._slice_cache: Dict[int, Tensor] = {}
+        self._position_cache: Dict[int, Tensor] = {}
 
         if optimizer is None:
             optimizer = AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -205,11 +206,13 @@ class MIND(SupervisedTemplate):
 
     def slice_position(self, task: int) -> Tensor:
         """Lookup class id -> position inside ``task``'s output slice (-1 outside)."""
-        slice_ = self.output_slice(task)
-        width = max(self.n_outputs or 0, int(slice_.max()) + 1)
-        lookup = torch.full((width,), -1, dtype=torch.long, device=self.device)
-        lookup[slice_] = torch.arange(len(slice_), device=self.device)
-        return lookup
+        if task not in self._position_cache:
+            slice_ = self.output_slice(task)
+            width = max(self.n_outputs or 0, int(slice_.max()) + 1)
+            lookup = torch.full((width,), -1, dtype=torch.long, device=self.device)
+            lookup[slice_] = torch.arange(len(slice_), device=self.device)
+            self._position_cache[task] = lookup
+        return self._position_cache[task]
 
     def _register_experience(self) -> None:
         if self.state.n_tasks >= self.n_experiences:
