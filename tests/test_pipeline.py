@@ -74,3 +74,28 @@ def test_domain_incremental_stream(domain_incremental):
     tag = stream_metric(results, "Top1_TAg_Acc_Stream")
     assert stream_metric(results, "Top1_TAw_Acc_Stream") >= 0.8
     assert tag >= 0.6 and task_id > 1 / 3
+
+
+def test_periodic_eval_during_training(class_incremental):
+    strategy = make_mind(teacher_epochs=1, train_epochs=2, eval_every=1)
+    strategy.train(class_incremental.train_stream[0], eval_streams=[class_incremental.test_stream[0]])
+    history = strategy.evaluator.get_all_metrics()
+    taw = history["Top1_TAw_Acc_Exp/eval_phase/test_stream/Task000/Exp000"][1]
+    assert len(taw) >= 2  # evaluated during the experience, not only at its end
+    # the eval left training state intact: the next experience trains normally
+    strategy.train(class_incremental.train_stream[1], eval_streams=[])
+    assert strategy.state.n_tasks == 2 and len(strategy.state.bn_snapshots) == 2
+
+
+def test_ownership_travels_with_the_model_state_dict(trained_run):
+    from avalanche_mind import small_cnn
+    from avalanche_mind.layers import gated_layers
+
+    strategy, _ = trained_run
+    state = strategy.model.state_dict()
+    owners = [k for k in state if k.endswith(".owner")]
+    assert owners and all(state[k].dtype == torch.int8 for k in owners)
+    fresh = small_cnn(10)
+    fresh.load_state_dict(state)
+    for (_, a), (_, b) in zip(gated_layers(fresh), gated_layers(strategy.model)):
+        assert torch.equal(a.owner, b.owner)
