@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import multiprocessing
 import os
 import tempfile
 import zipfile
@@ -32,7 +33,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from torch.utils.data import Dataset
 
 #: Bump when rendering changes, so stale caches are never reused.
-GLYPH_VERSION = 1
+GLYPH_VERSION = 3
 
 #: The 100 classes. Chosen to be distinct in shape, because every glyph is scaled
 #: to a random size (so size cannot tell case apart): near-identical pairs such as
@@ -116,7 +117,7 @@ def _font(file: str, size: int) -> ImageFont.FreeTypeFont:
 
 
 def _master_size(image_size: int) -> int:
-    """Font size of the high-resolution glyph that is rotated, then downscaled."""
+    """Font size of the cached glyph that is posed onto the 2x canvas."""
     return max(64, 2 * image_size)
 
 
@@ -198,10 +199,10 @@ STYLES: dict[str, GlyphStyle] = {
         ),
         GlyphStyle(
             "small-blurred",
-            scale=(0.35, 0.6),
+            scale=(0.4, 0.65),
             background="gradient",
             colours="grey",
-            blur=0.8,
+            blur=0.7,
             min_contrast=0.5,
         ),
     )
@@ -230,36 +231,33 @@ def _resolve_style(style: Union[str, GlyphStyle]) -> GlyphStyle:
 
 
 # ------------------------------------------------------------------------ drawing
-def _colour(rng: np.random.Generator, luma: float, grey: bool) -> np.ndarray:
-    """A random hue with exactly the requested luma (mixing toward white/black)."""
-    if grey:
-        return np.full(3, luma)
-    c = rng.random(3)
-    current = float(c @ _LUMA)
-    if current < luma:
-        c = c + (luma - current) / max(1.0 - current, 1e-6) * (1.0 - c)
-    else:
-        c = c * (luma / max(current, 1e-6))
-    return c
+def _colours(rng: np.random.Generator, style: GlyphStyle) -> np.ndarray:
+    """Rows: glyph colour and two background colours, lumas at least min_contrast apart.
 
-
-def _colours(rng: np.random.Generator, style: GlyphStyle) -> tuple[np.ndarray, ...]:
-    """Glyph colour and two background colours, each at least min_contrast apart."""
+    Lumas are drawn first (so contrast holds by construction, no rejection loop),
+    then each colour gets a random hue mixed toward white or black to hit its luma.
+    """
+    u = rng.random(13)
     gap = style.min_contrast
-    if style.colours == "dark_on_light":
-        dark_glyph = True
-    elif style.colours == "light_on_dark":
-        dark_glyph = False
+    if style.colours in ("dark_on_light", "light_on_dark"):
+        dark_glyph = style.colours == "dark_on_light"
     else:
-        dark_glyph = bool(rng.random() < 0.5)
+        dark_glyph = bool(u[0] < 0.5)
     if dark_glyph:
-        fg = rng.uniform(0.0, 1.0 - gap)
-        bg1, bg2 = rng.uniform(fg + gap, 1.0, size=2)
+        fg = (1.0 - gap) * u[1]
+        low, high = fg + gap, 1.0
     else:
-        fg = rng.uniform(gap, 1.0)
-        bg1, bg2 = rng.uniform(0.0, fg - gap, size=2)
-    grey = style.colours == "grey"
-    return _colour(rng, fg, grey), _colour(rng, bg1, grey), _colour(rng, bg2, grey)
+        fg = gap + (1.0 - gap) * u[1]
+        low, high = 0.0, fg - gap
+    lumas = np.array([fg, low + (high - low) * u[2], low + (high - low) * u[3]])
+    if style.colours == "grey":
+        return np.repeat(lumas[:, None], 3, axis=1).astype(np.float32)
+    hues = u[4:13].reshape(3, 3)
+    current = hues @ _LUMA
+    lift = (lumas - current) / np.maximum(1.0 - current, 1e-6)
+    toward_white = hues + lift[:, None] * (1.0 - hues)
+    toward_black = hues * (lumas / np.maximum(current, 1e-6))[:, None]
+    return np.where((current < lumas)[:, None], toward_white, toward_black).astype(np.float32)
 
 
 def _background_weight(
@@ -278,10 +276,57 @@ def _background_weight(
         return 0.5 + 0.5 * np.sin(2.0 * np.pi * freq * along + rng.uniform(0, 2 * np.pi))
     if kind == "texture":
         cells = int(rng.integers(3, 7))
-        coarse = Image.fromarray(rng.random((cells, cells)).astype(np.float32), mode="F")
+        coarse = Image.fromarray(rng.random((cells, cells)).astype(np.float32))  # mode "F"
         field = np.asarray(coarse.resize((size, size), Image.BICUBIC), dtype=np.float64)
         return np.clip((field - field.min()) / max(float(np.ptp(field)), 1e-6), 0, 1)
     raise ValueError(f"Unknown background kind {kind!r}")
+
+
+_SUPERSAMPLE = 2  # glyphs are drawn at 2x and box-filtered down: smooth edges
+
+
+def _place_glyph(
+    char: str, face: FontFace, style: GlyphStyle, rng: np.random.Generator, image_size: int
+) -> np.ndarray:
+    """Coverage (H, W) float32 in [0, 1] of one randomly posed glyph.
+
+    Rotation, size, aspect and position are one affine map from the cached master
+    glyph to a 2x canvas (a single PIL call), which is then averaged down 2x.
+    """
+    angle = np.deg2rad(rng.uniform(-style.max_rotation, style.max_rotation))
+    aspect = float(np.exp(rng.uniform(-0.15, 0.15)))  # mild width jitter
+    target = rng.uniform(*style.scale) * image_size * _SUPERSAMPLE  # longest side
+    canvas = image_size * _SUPERSAMPLE
+    cos, sin = float(np.cos(angle)), float(np.sin(angle))
+
+    # Mip level: the master is halved while shrinking it more than 1.5x, so the
+    # bilinear sampling never skips strokes.
+    size = _master_size(image_size)
+    mask = _master_mask(face.file, char, size)
+    while True:
+        w0, h0 = mask.size
+        box_w = (abs(w0 * cos) + abs(h0 * sin)) * aspect  # rotated box, master px
+        box_h = abs(w0 * sin) + abs(h0 * cos)
+        scale = min(target / max(box_w, box_h), canvas / box_w, canvas / box_h)
+        smaller = _master_mask(face.file, char, size // 2) if scale < 0.66 and size > 16 else None
+        if smaller is None:
+            break
+        mask, size = smaller, size // 2
+    out_w, out_h = box_w * scale, box_h * scale
+    cx = rng.uniform(0.0, canvas - out_w) + out_w / 2  # glyph box fully inside
+    cy = rng.uniform(0.0, canvas - out_h) + out_h / 2
+    # Inverse map (output -> master) of: rotate about the centre, scale, move.
+    a, b = cos / (aspect * scale), -sin / scale
+    d, e = sin / (aspect * scale), cos / scale
+    coeffs = (a, b, w0 / 2 - a * cx - b * cy, d, e, h0 / 2 - d * cx - e * cy)
+    drawn = mask.transform((canvas, canvas), Image.AFFINE, coeffs, resample=Image.BILINEAR)
+    if style.blur > 0:
+        radius = rng.uniform(0.5, 1.0) * style.blur * _SUPERSAMPLE
+        drawn = drawn.filter(ImageFilter.GaussianBlur(radius))
+    coverage = np.asarray(drawn.reduce(_SUPERSAMPLE), dtype=np.float32)
+    # Divide by the peak rather than by 255: thin, small or blurred strokes never
+    # cover a whole pixel, and this keeps the style's full colour contrast.
+    return coverage / max(float(coverage.max()), 1.0)
 
 
 def _render_one(
@@ -293,35 +338,19 @@ def _render_one(
 ) -> np.ndarray:
     """Draw one glyph image (H, W, 3) uint8; all randomness comes from ``rng``."""
     face = faces[int(rng.integers(len(faces)))]
-    mask = _master_mask(face.file, char, _master_size(image_size))
-    angle = rng.uniform(-style.max_rotation, style.max_rotation)
-    mask = mask.rotate(angle, resample=Image.BICUBIC, expand=True)
-    mask = mask.crop(mask.getbbox())
-    # Size and a mild aspect jitter, then downscale with area-aware resampling.
-    width = mask.width * float(np.exp(rng.uniform(-0.15, 0.15)))
-    target = rng.uniform(*style.scale) * image_size
-    factor = target / max(width, mask.height)
-    new_w = int(np.clip(round(width * factor), 1, image_size))
-    new_h = int(np.clip(round(mask.height * factor), 1, image_size))
-    mask = mask.resize((new_w, new_h), Image.LANCZOS)
-    canvas = Image.new("L", (image_size, image_size), 0)
-    x0 = int(rng.integers(0, image_size - new_w + 1))
-    y0 = int(rng.integers(0, image_size - new_h + 1))
-    canvas.paste(mask, (x0, y0))
-    if style.blur > 0:
-        canvas = canvas.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.0) * style.blur))
-    alpha = np.asarray(canvas, dtype=np.float64)[..., None] / 255.0
-
+    alpha = _place_glyph(char, face, style, rng, image_size)[..., None]
     fg, bg1, bg2 = _colours(rng, style)
     weight = _background_weight(rng, style.background, image_size)
     if weight is None:
-        background = np.broadcast_to(bg1, (image_size, image_size, 3))
+        background = bg1
     else:
-        background = bg1 + (bg2 - bg1) * weight[..., None]
-    image = background * (1.0 - alpha) + fg * alpha
+        background = bg1 + (bg2 - bg1) * weight.astype(np.float32)[..., None]
+    image = background + (fg - background) * alpha
     if style.noise_std > 0:
-        image = image + rng.normal(0.0, style.noise_std, image.shape)
-    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        noise = rng.standard_normal(image.shape, dtype=np.float32)
+        image = image + np.float32(style.noise_std) * noise
+    image = image * np.float32(255.0) + np.float32(0.5)
+    return np.clip(image, 0.0, 255.0, out=image).astype(np.uint8)
 
 
 def render_glyphs(
@@ -332,6 +361,7 @@ def render_glyphs(
     *,
     image_size: int = 32,
     split: str = "train",
+    workers: Optional[int] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render ``n_per_class`` images of every character, grouped by class.
 
@@ -339,6 +369,8 @@ def render_glyphs(
     labels indexing ``chars``. Sample ``i`` of a character depends only on
     ``(seed, style name, split, character, i)``, so asking for more samples or more
     classes never changes the ones already drawn, and "train"/"test" never overlap.
+    ``workers`` processes share the classes (default: all cores for large jobs);
+    the result is identical for any number of workers.
     """
     style = _resolve_style(style)
     _check_int("n_per_class", n_per_class, 1)
@@ -348,21 +380,40 @@ def render_glyphs(
         raise ValueError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
     if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
         raise ValueError("chars must be distinct single characters")
-
-    style_id = zlib.crc32(style.name.encode("utf-8"))
-    images = np.empty((len(chars) * n_per_class, image_size, image_size, 3), np.uint8)
-    for label, char in enumerate(chars):
-        faces = style.faces_for(char)
-        if not faces:
+    for char in chars:
+        if not style.faces_for(char):
             raise ValueError(
                 f"No font of style {style.name!r} draws {char!r}; "
                 "choose characters from CHARACTERS or widen the style's fonts."
             )
-        for i in range(n_per_class):
-            rng = np.random.default_rng([seed, style_id, _SPLITS[split], ord(char), i])
-            images[label * n_per_class + i] = _render_one(char, faces, style, rng, image_size)
+
+    jobs = [(char, n_per_class, seed, style, image_size, split) for char in chars]
+    if workers is None:
+        big = len(chars) * n_per_class >= 4000
+        workers = min(os.cpu_count() or 1, len(chars)) if big else 1
+    can_fork = "fork" in multiprocessing.get_all_start_methods()
+    if workers > 1 and can_fork and not multiprocessing.current_process().daemon:
+        # fork, like PyTorch's DataLoader workers: children reuse the loaded fonts
+        # and never re-import the package.
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            per_class = pool.map(_render_class, jobs, chunksize=1)
+    else:
+        per_class = [_render_class(job) for job in jobs]
+    images = np.concatenate(per_class, axis=0)
     labels = np.repeat(np.arange(len(chars), dtype=np.int64), n_per_class)
     return images, labels
+
+
+def _render_class(job: tuple) -> np.ndarray:
+    """All samples of one character (a unit of work for the process pool)."""
+    char, n, seed, style, image_size, split = job
+    faces = style.faces_for(char)
+    style_id = zlib.crc32(style.name.encode("utf-8"))
+    out = np.empty((n, image_size, image_size, 3), np.uint8)
+    for i in range(n):
+        rng = np.random.default_rng([seed, style_id, _SPLITS[split], ord(char), i])
+        out[i] = _render_one(char, faces, style, rng, image_size)
+    return out
 
 
 # --------------------------------------------------------------------------- cache
@@ -457,6 +508,7 @@ def load_glyph_arrays(
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez_compressed(fh, key=np.array(key), **arrays)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the cache from other users
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -501,10 +553,11 @@ def glyph_class_incremental(
 ):
     """Class-incremental glyphs: ``n_classes / n_experiences`` new characters per experience.
 
-    Classes are the first ``n_classes`` entries of :data:`CHARACTERS` (label ``k`` is
-    ``CHARACTERS[k]``, whatever the seed); ``seed`` fixes both the images and the
-    class order. Returns Avalanche's ``NCScenario`` (no task labels), with the
-    characters in ``benchmark.characters``.
+    Classes are the first ``n_classes`` entries of :data:`CHARACTERS`; label ``k``
+    is ``CHARACTERS[k]`` whatever the seed (unless
+    ``class_ids_from_zero_from_first_exp`` renumbers them in class order).
+    ``seed`` fixes both the images and the class order. Returns Avalanche's
+    ``NCScenario`` (no task labels), with the characters in ``benchmark.characters``.
     """
     _check_int("n_experiences", n_experiences, 1)
     _check_int("n_classes", n_classes, 1, len(CHARACTERS))
@@ -565,7 +618,8 @@ def glyph_domain_incremental(
     next. The default of 20 classes (the first 20 of :data:`CHARACTERS`) x 600
     images x 5 domains costs about as much as the 100-class benchmark. Returns
     Avalanche's ``NCScenario`` built like its ``PermutedMNIST``: no task labels,
-    labels ``0..n_classes-1`` in every experience; styles in ``benchmark.domains``.
+    labels ``0..n_classes-1`` in every experience, ``benchmark.n_classes ==
+    n_classes``; styles in ``benchmark.domains``.
     """
     _check_int("n_domains", n_domains, 1, len(DOMAIN_STYLES))
     _check_int("n_classes", n_classes, 1, len(CHARACTERS))
@@ -600,6 +654,9 @@ def glyph_domain_incremental(
         train_transform=train_transform,
         eval_transform=eval_transform,
     )
+    # Avalanche counts each domain's copy of the classes as new classes (its
+    # PermutedMNIST reports 10 x n_experiences); a model needs n_classes outputs.
+    benchmark.n_classes = n_classes
     benchmark.characters = chars
     benchmark.domains = DOMAIN_STYLES[:n_domains]
     return benchmark

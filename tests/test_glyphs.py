@@ -1,0 +1,229 @@
+"""The offline glyph benchmarks: determinism, balance, caching, learnability, Avalanche shape."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from avalanche_mind.data import glyphs
+from avalanche_mind.data.glyphs import (
+    CHARACTERS,
+    DOMAIN_STYLES,
+    STYLES,
+    glyph_class_incremental,
+    glyph_domain_incremental,
+    load_glyph_arrays,
+    render_glyphs,
+)
+
+FIVE = list(CHARACTERS[:5])  # the digits 2-6: what n_classes=5 selects
+
+
+# ------------------------------------------------------------------ generator
+def test_every_class_has_several_real_fonts_in_every_style():
+    assert len(CHARACTERS) == len(set(CHARACTERS)) == 100
+    for name in ("default", *DOMAIN_STYLES):
+        for char in CHARACTERS:
+            faces = STYLES[name].faces_for(char)
+            assert len(faces) >= 2, (name, char, faces)
+    # Computer Modern's TeX encoding puts other glyphs at ASCII symbol code points.
+    cmr = next(f for f in glyphs.FONT_FACES if f.file == "cmr10.ttf")
+    assert glyphs.has_glyph(cmr, "A") and not glyphs.has_glyph(cmr, "<")
+
+
+def test_render_is_deterministic_and_seeded():
+    x1, y1 = render_glyphs(FIVE, 4, seed=0)
+    x2, y2 = render_glyphs(FIVE, 4, seed=0)
+    x3, _ = render_glyphs(FIVE, 4, seed=1)
+    assert x1.shape == (20, 32, 32, 3) and x1.dtype == np.uint8
+    assert y1.dtype == np.int64 and np.array_equal(y1, np.repeat(np.arange(5), 4))
+    assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
+    assert not np.array_equal(x1, x3)
+    # Different images within a class and between train and test.
+    assert len({x1[i].tobytes() for i in range(20)}) == 20
+    xt, _ = render_glyphs(FIVE, 4, seed=0, split="test")
+    assert not any(np.array_equal(a, b) for a in x1 for b in xt)
+
+
+def test_a_sample_does_not_depend_on_what_else_is_asked():
+    big, _ = render_glyphs(FIVE, 6, seed=3)
+    small, _ = render_glyphs(FIVE[2:4], 3, seed=3)
+    # Class FIVE[2], samples 0..2, are the same whatever the request around them.
+    assert np.array_equal(small[:3], big[12:15])
+    parallel, _ = render_glyphs(FIVE, 6, seed=3, workers=2)
+    assert np.array_equal(parallel, big)
+
+
+def test_every_image_is_legible():
+    """A glyph always stands out from its background (luma range of the image)."""
+    luma = np.array([0.299, 0.587, 0.114])
+    for name in ("default", *DOMAIN_STYLES):
+        x, _ = render_glyphs(CHARACTERS[::7], 6, seed=0, style=name)
+        lum = (x.astype(np.float64) / 255) @ luma
+        flat = lum.reshape(len(lum), -1)
+        spread = np.percentile(flat, 99, axis=1) - np.percentile(flat, 1, axis=1)
+        assert spread.min() > 0.25, (name, spread.min())
+
+
+def test_arguments_are_checked_with_a_fix_in_the_message():
+    with pytest.raises(ValueError, match="divisible"):
+        glyph_class_incremental(n_experiences=3, n_classes=10)
+    with pytest.raises(ValueError, match="n_classes"):
+        glyph_class_incremental(n_experiences=1, n_classes=101)
+    with pytest.raises(ValueError, match="n_domains"):
+        glyph_domain_incremental(n_domains=len(DOMAIN_STYLES) + 1)
+    with pytest.raises(ValueError, match="train_per_class"):
+        glyph_class_incremental(n_classes=10, train_per_class=0)
+    with pytest.raises(ValueError, match="style"):
+        render_glyphs(FIVE, 1, style="nope")
+    with pytest.raises(ValueError, match="split"):
+        render_glyphs(FIVE, 1, split="val")
+
+
+# ---------------------------------------------------------------------- cache
+def test_cache_round_trip_and_key(tmp_path, monkeypatch):
+    kwargs = dict(train_per_class=3, test_per_class=2, seed=0, root=tmp_path)
+    first = load_glyph_arrays(FIVE, **kwargs)
+    files = sorted(tmp_path.glob("*.npz"))
+    assert len(files) == 1 and not list(tmp_path.glob("*.tmp"))
+    for split, n in (("train", 3), ("test", 2)):
+        assert np.array_equal(np.bincount(first[f"y_{split}"]), [n] * 5)
+
+    def no_render(*args, **kwargs):
+        raise AssertionError("the second call must read the cache")
+
+    monkeypatch.setattr(glyphs, "render_glyphs", no_render)
+    second = load_glyph_arrays(FIVE, **kwargs)
+    for key in first:
+        assert np.array_equal(first[key], second[key])
+    monkeypatch.undo()
+
+    load_glyph_arrays(FIVE, **{**kwargs, "seed": 1})
+    load_glyph_arrays(FIVE, **{**kwargs, "test_per_class": 3})
+    assert len(list(tmp_path.glob("*.npz"))) == 3
+
+
+def test_default_cache_root_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("AVALANCHE_MIND_DATA", str(tmp_path))
+    assert glyphs.default_root() == tmp_path / "glyphs"
+
+
+# ---------------------------------------------------------------- learnability
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions run ~8x slower with two threads on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _features(x: np.ndarray) -> torch.Tensor:
+    """Luma distance from the background, scaled per image.
+
+    Colour and polarity vary at random; removing them with a fixed, label-free
+    transform lets a small CNN fit in seconds on a CPU. It does not make classes
+    separable that are not: only the glyph's shape is left.
+    """
+    lum = (x.astype(np.float32) / 255) @ np.array([0.299, 0.587, 0.114], np.float32)
+    dist = np.abs(lum - np.median(lum.reshape(len(lum), -1), axis=1)[:, None, None])
+    dist /= dist.reshape(len(dist), -1).max(axis=1)[:, None, None] + 1e-6
+    return torch.from_numpy(dist[:, None])
+
+
+def _fit(x: np.ndarray, y: np.ndarray, epochs: int = 8) -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 16, int(y.max()) + 1),
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    features, targets = _features(x), torch.from_numpy(y)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(targets)).split(32):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(features[idx]), targets[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+def _accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    with torch.no_grad():
+        return float((model(_features(x)).argmax(1).numpy() == y).mean())
+
+
+def test_classes_are_distinguishable(one_thread):
+    """Held-out glyphs of 5 classes are recognised far above chance (0.2)."""
+    model = _fit(*render_glyphs(FIVE, 120, seed=0))
+    acc = _accuracy(model, *render_glyphs(FIVE, 60, seed=0, split="test"))
+    assert acc >= 0.8, acc
+
+
+def test_domains_shift_the_distribution(one_thread):
+    """A model fit to domain 0 does worse on the other domains than on domain 0."""
+    model = _fit(*render_glyphs(FIVE, 120, seed=0, style=DOMAIN_STYLES[0]))
+    accs = {
+        name: _accuracy(model, *render_glyphs(FIVE, 60, seed=0, style=name, split="test"))
+        for name in DOMAIN_STYLES
+    }
+    own = accs.pop(DOMAIN_STYLES[0])
+    assert own >= 0.8, own
+    assert np.mean(list(accs.values())) <= own - 0.1, (own, accs)
+    assert min(accs.values()) <= own - 0.2, (own, accs)
+
+
+# --------------------------------------------------------- Avalanche benchmarks
+def test_class_incremental_benchmark(tmp_path):
+    bm = glyph_class_incremental(
+        n_experiences=5, n_classes=10, train_per_class=4, test_per_class=2, root=tmp_path
+    )
+    assert len(bm.train_stream) == len(bm.test_stream) == 5
+    seen = []
+    for i, exp in enumerate(bm.train_stream):
+        assert exp.current_experience == i
+        classes = list(exp.classes_in_this_experience)
+        assert len(classes) == 2
+        targets = [int(t) for t in exp.dataset.targets]
+        assert sorted(set(targets)) == sorted(classes)
+        assert np.array_equal(np.bincount(targets, minlength=10)[classes], [4, 4])
+        seen += classes
+    assert sorted(seen) == list(range(10))
+    assert [c for e in bm.test_stream for c in e.classes_in_this_experience] == seen
+    assert bm.characters == CHARACTERS[:10] and bm.n_classes == 10
+
+    x, y, t = bm.train_stream[0].dataset[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32
+    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    assert int(y) in bm.train_stream[0].classes_in_this_experience and t == 0
+
+    again = glyph_class_incremental(
+        n_experiences=5, n_classes=10, train_per_class=4, test_per_class=2, root=tmp_path
+    )
+    assert again.classes_order == bm.classes_order
+    other = glyph_class_incremental(
+        n_experiences=5, n_classes=10, train_per_class=4, test_per_class=2, root=tmp_path,
+        seed=1,
+    )
+    assert other.classes_order != bm.classes_order
+
+
+def test_domain_incremental_benchmark(tmp_path):
+    bm = glyph_domain_incremental(
+        n_domains=5, n_classes=4, train_per_class=3, test_per_class=2, root=tmp_path
+    )
+    assert len(bm.train_stream) == len(bm.test_stream) == 5
+    assert bm.domains == DOMAIN_STYLES[:5] and bm.n_classes == 4
+    for stream, n in ((bm.train_stream, 3), (bm.test_stream, 2)):
+        for i, exp in enumerate(stream):
+            assert exp.current_experience == i
+            assert list(exp.classes_in_this_experience) == [0, 1, 2, 3]
+            targets = [int(t) for t in exp.dataset.targets]
+            assert np.array_equal(np.bincount(targets), [n] * 4)
+    # Labels are not remapped: experience d holds style d's rendering of the same classes.
+    x, y, t = bm.train_stream[2].dataset[0]
+    expected, _ = render_glyphs(CHARACTERS[:1], 1, seed=0, style=DOMAIN_STYLES[2])
+    assert (y, t) == (0, 0)
+    assert torch.equal(x, torch.from_numpy(expected[0]).permute(2, 0, 1).float() / 255)
