@@ -2,10 +2,10 @@
 
 Zeroing gradients is not enough: AdamW's decoupled weight decay and any momentum
 move a parameter whose gradient is zero. So :class:`WeightGuard` keeps a copy of
-every parameter taken once at the start of the phase (never per step), zeroes
-the frozen gradients after ``backward`` and writes the frozen values back after
-each optimiser step. Frozen weights therefore stay bit-identical whatever the
-optimiser does.
+every guarded parameter taken once at the start of the phase (never per step),
+zeroes the frozen gradients after ``backward`` and writes the frozen values back,
+in place, after each optimiser step. Frozen weights therefore stay bit-identical
+whatever the optimiser does.
 """
 from __future__ import annotations
 
@@ -21,32 +21,53 @@ if TYPE_CHECKING:
     from avalanche_mind.strategy import MIND
 
 
+def _copy_all(targets: List[Tensor], sources: List[Tensor]) -> None:
+    if hasattr(torch, "_foreach_copy_"):
+        torch._foreach_copy_(targets, sources)  # one call instead of one per tensor
+    else:  # pragma: no cover - older torch
+        for target, source in zip(targets, sources):
+            target.copy_(source)
+
+
 class WeightGuard:
-    """Restores every frozen parameter value after each optimiser step."""
+    """Restores every frozen parameter value after each optimiser step.
+
+    Cost per step: one in-place ``torch.where`` per partly frozen parameter and one
+    foreach copy over the wholly frozen ones (no allocation, no model copy);
+    parameters whose every entry is trainable are not touched at all.
+    """
 
     def __init__(self, trainable: List[Tuple[nn.Parameter, Optional[Tensor]]]) -> None:
         # Each entry: (parameter, boolean mask of its trainable entries), with
         # mask None for a parameter frozen as a whole. Fully trainable parameters
-        # are not listed at all.
-        self._entries = [(p, mask, p.detach().clone()) for p, mask in trainable]
+        # are not listed at all (and a mask that is all True is dropped here).
+        self._partial: List[Tuple[nn.Parameter, Tensor, Tensor]] = []
+        self._whole: List[nn.Parameter] = []
+        self._whole_saved: List[Tensor] = []
+        with torch.no_grad():
+            for param, mask in trainable:
+                if mask is None:
+                    self._whole.append(param)
+                    self._whole_saved.append(param.detach().clone())
+                elif not bool(mask.all()):
+                    mask = mask.to(device=param.device, dtype=torch.bool)
+                    self._partial.append((param, mask, param.detach().clone()))
 
     @torch.no_grad()
     def zero_frozen_grads(self) -> None:
-        for param, mask, _ in self._entries:
-            if param.grad is None:
-                continue
-            if mask is None:
-                param.grad = None
-            else:
+        for param in self._whole:
+            param.grad = None
+        for param, mask, _ in self._partial:
+            if param.grad is not None:
                 param.grad.mul_(mask)
 
     @torch.no_grad()
     def restore(self) -> None:
-        for param, mask, saved in self._entries:
-            if mask is None:
-                param.copy_(saved)
-            else:
-                param.copy_(torch.where(mask, param, saved))
+        if self._whole:
+            _copy_all([p.data for p in self._whole], self._whole_saved)
+        for param, mask, saved in self._partial:
+            # Elementwise, in place: out= aliases an input exactly, which is allowed.
+            torch.where(mask, param.data, saved, out=param.data)
 
 
 def guard_for(

@@ -1,0 +1,709 @@
+"""Weights & Biases logging and the distillation progress bar for MIND.
+
+:class:`MINDWandBLogger` is Avalanche's ``WandBLogger`` made to work with current
+wandb (0.31 removed ``wandb.util.generate_id`` and ``wandb.viz.CustomChart``,
+which Avalanche 0.6.0 calls in its constructor). It is used like any Avalanche
+logger, inside an ``EvaluationPlugin``::
+
+    logger = MINDWandBLogger(project="mind", mode="offline", config={"benchmark": "glyphs"})
+    strategy = MIND(model, n_experiences=10, evaluator=mind_evaluator(logger))
+    ...
+    logger.finish()
+
+Besides every metric the ``EvaluationPlugin`` emits (TAg/TAw/TaskId accuracy,
+forgetting, loss), it logs MIND's own quantities: the configuration, the
+teacher and distillation loss curves (``teacher/loss``, ``distillation/loss``),
+the capacity used per layer (``capacity/<layer>``), and after every evaluation
+the accuracy matrix (rows: after training experience i; columns: test
+experience j) as a table and a heatmap, with the TAg/TAw forgetting read from it.
+
+W&B's own step counts log calls; each row carries its x axis as a key
+(``trainer/experience``, ``trainer/iteration``, ``epoch/teacher``,
+``epoch/distillation``), declared with ``define_metric`` so the charts use it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import struct
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+from avalanche.core import SupervisedPlugin
+from avalanche.logging import WandBLogger
+
+from avalanche_mind.progress import progress_bar
+
+if TYPE_CHECKING:
+    from avalanche.training.plugins import EvaluationPlugin
+
+    from avalanche_mind.strategy import MIND
+
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+# ----------------------------------------------------------- per-epoch loss
+class EpochLoss:
+    """Mean of ``strategy.loss`` over an epoch's minibatches, weighted by their size."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.count = 0
+
+    def reset(self) -> None:
+        self.total, self.count = 0.0, 0
+
+    def update(self, strategy) -> None:
+        n = len(strategy.mb_y) if getattr(strategy, "mb_y", None) is not None else 1
+        self.total += float(strategy.loss.detach()) * n
+        self.count += n
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else float("nan")
+
+
+def current_lr(strategy) -> float:
+    return float(strategy.optimizer.param_groups[0]["lr"])
+
+
+class DistillationProgressPlugin(SupervisedPlugin):
+    """A per-epoch tqdm bar for the distillation phase (mean loss and learning rate).
+
+    The teacher phase has its own bar (:mod:`avalanche_mind.progress`); like it,
+    this one is shown only when ``strategy.verbose`` is true. The learning rate
+    shown is the one used during the epoch.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bar = None
+        self._loss = EpochLoss()
+        self._lr = float("nan")
+
+    def before_training_exp(self, strategy: "MIND", **kwargs) -> None:
+        # Only the first instance draws, so adding this plugin to a MIND that
+        # already has one (e.g. from a script) never shows two bars.
+        first = next(p for p in strategy.plugins if isinstance(p, DistillationProgressPlugin))
+        if first is not self:
+            return
+        self._bar = progress_bar(strategy, strategy.train_epochs, f"distillation exp {strategy.current_task}")
+
+    def before_training_epoch(self, strategy: "MIND", **kwargs) -> None:
+        self._loss.reset()
+        self._lr = current_lr(strategy)
+
+    def after_training_iteration(self, strategy: "MIND", **kwargs) -> None:
+        self._loss.update(strategy)
+
+    def after_training_epoch(self, strategy: "MIND", **kwargs) -> None:
+        if self._bar is not None:
+            self._bar.update(loss=self._loss.mean, lr=self._lr)
+
+    def after_training_exp(self, strategy: "MIND", **kwargs) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+# ------------------------------------------------------------ evaluation
+def mind_evaluator(*loggers, interactive: bool = True, forgetting: bool = True) -> "EvaluationPlugin":
+    """An ``EvaluationPlugin`` with accuracy, loss, forgetting and MIND's TAg/TAw/TaskId metrics.
+
+    ``loggers``: extra Avalanche loggers (for example a :class:`MINDWandBLogger`);
+    ``interactive``: also print with Avalanche's ``InteractiveLogger`` (off for
+    ``--quiet`` scripts). Forgetting is Avalanche's ``forgetting_metrics``, which
+    reads the TAg output.
+    """
+    from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics, loss_metrics
+    from avalanche.logging import InteractiveLogger
+    from avalanche.training.plugins import EvaluationPlugin
+
+    from avalanche_mind.metrics import mind_metrics
+
+    metrics = [
+        accuracy_metrics(experience=True, stream=True),
+        loss_metrics(experience=True, stream=True),
+        *mind_metrics(experience=True, stream=True),
+    ]
+    if forgetting:
+        metrics.append(forgetting_metrics(experience=True, stream=True))
+    all_loggers = ([InteractiveLogger()] if interactive else []) + list(loggers)
+    with warnings.catch_warnings():
+        # Without loggers the metrics are still computed and returned by eval().
+        warnings.filterwarnings("ignore", message="No loggers specified")
+        return EvaluationPlugin(*metrics, loggers=all_loggers)
+
+
+_EXP_METRIC = re.compile(
+    r"^Top1_(?P<kind>TAg|TAw|TaskId)_Acc_Exp/eval_phase/(?P<stream>\w+?)_stream/Task\d+/Exp(?P<exp>\d+)$"
+)
+
+
+@dataclass
+class AccuracyMatrix:
+    """Accuracy after training experience ``i`` (row) on test experience ``j`` (column); NaN where not measured."""
+
+    values: Dict[int, Dict[int, float]] = field(default_factory=dict)
+
+    def set(self, row: int, col: int, value: float) -> None:
+        self.values.setdefault(row, {})[col] = float(value)
+
+    def array(self, n_cols: Optional[int] = None) -> np.ndarray:
+        if not self.values:
+            return np.zeros((0, n_cols or 0))
+        rows = max(self.values) + 1
+        cols = n_cols or 1 + max(c for r in self.values.values() for c in r)
+        out = np.full((rows, cols), np.nan)
+        for r, row in self.values.items():
+            for c, v in row.items():
+                if c < cols:
+                    out[r, c] = v
+        return out
+
+
+def forgetting_from_matrix(matrix: np.ndarray) -> float:
+    """Mean over experiences ``j`` before the last row of ``max_{j<=i<last} A[i, j] - A[last, j]``."""
+    if matrix.shape[0] < 2:
+        return float("nan")
+    last = matrix.shape[0] - 1
+    drops = []
+    for j in range(min(last, matrix.shape[1])):
+        earlier = matrix[j:last, j]
+        earlier = earlier[~np.isnan(earlier)]
+        if earlier.size and not np.isnan(matrix[last, j]):
+            drops.append(float(earlier.max() - matrix[last, j]))
+    return float(np.mean(drops)) if drops else float("nan")
+
+
+def accuracy_matrix_figure(matrices: Mapping[str, np.ndarray], title: str = ""):
+    """A matplotlib figure with one annotated heatmap per matrix (e.g. ``{"TAg": A, "TAw": B}``)."""
+    from matplotlib.figure import Figure  # no pyplot: no backend or global figure state involved
+
+    n = len(matrices)
+    fig = Figure(figsize=(4.2 * n, 3.8), layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, (name, m) in zip(axes, matrices.items()):
+        image = ax.imshow(np.ma.masked_invalid(m), vmin=0.0, vmax=1.0, cmap="viridis")
+        ax.set_title(f"{name} accuracy")
+        ax.set_xlabel("test experience j")
+        ax.set_ylabel("after training experience i")
+        ax.set_xticks(range(m.shape[1]))
+        ax.set_yticks(range(m.shape[0]))
+        if m.size <= 400:
+            for (i, j), v in np.ndenumerate(m):
+                if not np.isnan(v):
+                    ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7,
+                            color="white" if v < 0.6 else "black")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# ------------------------------------------------------------------ W&B
+def _generate_run_id(wandb_module) -> str:
+    util = getattr(wandb_module, "util", None)
+    if util is not None and hasattr(util, "generate_id"):
+        return util.generate_id()
+    try:
+        from wandb.sdk.lib.runid import generate_id
+
+        return generate_id()
+    except ImportError:  # pragma: no cover - very old or very new wandb
+        return uuid.uuid4().hex[:8]
+
+
+class MINDWandBLogger(WandBLogger):
+    """Avalanche's ``WandBLogger``, working with current wandb, plus MIND's own quantities.
+
+    :param project: W&B project. ``entity``: team or user (default: wandb's).
+    :param run_name: the run's display name. ``tags``: list of tags.
+    :param mode: "online", "offline" (no network; sync later with ``wandb sync``)
+        or "disabled" (nothing written). Default: ``$WANDB_MODE`` or online.
+    :param dir: folder under which wandb writes its ``wandb/`` run folders.
+    :param config: extra configuration (e.g. the benchmark's); MIND's
+        hyperparameters and the model's size are added when training starts.
+    :param log_artifacts: as Avalanche's (model checkpoints via ``WeightCheckpoint``).
+    :param params: any other ``wandb.init`` keyword arguments.
+    """
+
+    def __init__(
+        self,
+        project: str = "avalanche-mind",
+        entity: Optional[str] = None,
+        run_name: Optional[str] = None,
+        tags: Optional[Sequence[str]] = None,
+        mode: Optional[str] = None,
+        dir: Union[str, os.PathLike, None] = None,
+        config: Optional[Mapping[str, Any]] = None,
+        group: Optional[str] = None,
+        notes: Optional[str] = None,
+        log_artifacts: bool = False,
+        params: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        if mode is not None and mode not in WANDB_MODES:
+            raise ValueError(f"mode must be one of {WANDB_MODES}, got {mode!r}")
+        if dir is not None:
+            Path(dir).mkdir(parents=True, exist_ok=True)
+        init_params: Dict[str, Any] = {"reinit": "finish_previous"}
+        for key, value in (("entity", entity), ("tags", list(tags) if tags else None), ("mode", mode),
+                           ("group", group), ("notes", notes)):
+            if value is not None:
+                init_params[key] = value
+        init_params.update(params or {})
+        self.run = None
+        self._trained = 0
+        self._teacher_epoch = 0
+        self._distill_epoch = 0
+        self._epoch_loss = EpochLoss()
+        self._epoch_lr = float("nan")
+        self._in_training = False
+        self._pending: Dict[tuple, float] = {}
+        self.matrices: Dict[str, Dict[str, AccuracyMatrix]] = {}
+        """``matrices[stream][kind]``: the accuracy matrices seen so far (kind: TAg, TAw, TaskId)."""
+        self._n_eval_exps: Dict[str, int] = {}
+        super().__init__(
+            project_name=project,
+            run_name=run_name,
+            log_artifacts=log_artifacts,
+            save_code=False,
+            config=dict(config or {}),
+            dir=str(dir) if dir is not None else None,
+            params=init_params,
+        )
+
+    # ------------------------------------------------------------ wandb run
+    def before_run(self) -> None:
+        """Start the W&B run (Avalanche's version calls the removed ``wandb.util.generate_id``)."""
+        if self.wandb is None:
+            self.import_wandb()
+        if self.init_kwargs is None:
+            self.init_kwargs = {}
+        run_id = self.init_kwargs.get("id") or os.environ.get("WANDB_RUN_ID") or _generate_run_id(self.wandb)
+        self.init_kwargs["id"] = run_id
+        self.run = self.wandb.init(**self.init_kwargs)
+        label = getattr(self.run, "_label", None)
+        if callable(label):
+            try:
+                label(repo="Avalanche")
+            except Exception:  # a telemetry nicety; never fail a run for it
+                pass
+        self._define_axes()
+
+    def _define_axes(self) -> None:
+        axes = {
+            "teacher/*": "epoch/teacher",
+            "distillation/*": "epoch/distillation",
+            "capacity/*": "trainer/experience",
+            "eval/*": "trainer/experience",
+            "forgetting/*": "trainer/experience",
+            "Top1_*": "trainer/experience",
+            "Loss_*": "trainer/experience",
+            "StreamForgetting*": "trainer/experience",
+            "ExperienceForgetting*": "trainer/experience",
+        }
+        try:
+            for axis in set(axes.values()) | {"trainer/iteration"}:
+                self.run.define_metric(axis, hidden=True)
+            for pattern, axis in axes.items():
+                self.run.define_metric(pattern, step_metric=axis)
+        except Exception:  # disabled runs and older servers may not support it
+            pass
+
+    @property
+    def run_dir(self) -> Optional[Path]:
+        """The local folder of this run (``.../wandb/offline-run-...``), if any."""
+        directory = getattr(self.run, "dir", None) if self.run is not None else None
+        return Path(directory).parent if directory else None
+
+    def finish(self) -> None:
+        """Flush and close the W&B run (also done by wandb at interpreter exit)."""
+        if self.run is not None:
+            self.run.finish()
+
+    def _log(self, values: Mapping[str, Any]) -> None:
+        if values and self.run is not None:
+            self.run.log(dict(values))
+
+    # ------------------------------------------------------ checkpointing
+    def state_dict(self) -> Dict[str, Any]:
+        """Counters and accuracy matrices, so a resumed run continues them (see avalanche_mind.checkpoint)."""
+        return {
+            "trained": self._trained,
+            "teacher_epoch": self._teacher_epoch,
+            "distill_epoch": self._distill_epoch,
+            "exp_count": int(self.exp_count),
+            "n_eval_exps": dict(self._n_eval_exps),
+            "matrices": {
+                stream: {kind: {int(r): {int(c): v for c, v in row.items()} for r, row in m.values.items()}
+                         for kind, m in kinds.items()}
+                for stream, kinds in self.matrices.items()
+            },
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._trained = int(state["trained"])
+        self._teacher_epoch = int(state["teacher_epoch"])
+        self._distill_epoch = int(state["distill_epoch"])
+        self.exp_count = int(state["exp_count"])
+        self._n_eval_exps = {k: int(v) for k, v in state["n_eval_exps"].items()}
+        self.matrices = {
+            stream: {
+                kind: AccuracyMatrix({int(r): {int(c): float(v) for c, v in row.items()} for r, row in values.items()})
+                for kind, values in kinds.items()
+            }
+            for stream, kinds in state["matrices"].items()
+        }
+
+    # -------------------------------------------------------- Avalanche API
+    def _convert(self, value: Any) -> Any:
+        """A value wandb can log, or None (Avalanche's rules, minus ``wandb.viz``)."""
+        import torch
+        from avalanche.evaluation.metric_results import AlternativeValues, TensorImage
+        from matplotlib.figure import Figure
+        from PIL.Image import Image
+
+        chart = getattr(getattr(self.wandb, "plot", None), "CustomChart", None)
+        supported = tuple(t for t in (Image, torch.Tensor, TensorImage, Figure, float, int, chart) if t is not None)
+        if isinstance(value, AlternativeValues):
+            value = value.best_supported_value(*supported)
+        if value is None or not isinstance(value, supported):
+            return None
+        if isinstance(value, Image):
+            return self.wandb.Image(value)
+        if isinstance(value, TensorImage):
+            return self.wandb.Image(np.array(value))
+        if isinstance(value, torch.Tensor):
+            return self.wandb.Histogram(np_histogram=np.histogram(value.detach().cpu().view(-1).numpy()))
+        return value
+
+    def _values_of(self, name: str, value: Any, x_plot: int) -> Dict[str, Any]:
+        self.step = x_plot
+        if name.startswith("WeightCheckpoint"):
+            if self.log_artifacts:
+                self._log_checkpoint(name, value, x_plot)
+            return {}
+        match = _EXP_METRIC.match(name)
+        if match and isinstance(value, (int, float)):
+            self._pending[(match["stream"], match["kind"], int(match["exp"]))] = float(value)
+        converted = self._convert(value)
+        return {} if converted is None else {name: converted}
+
+    def log_single_metric(self, name, value, x_plot) -> None:
+        row = self._values_of(name, value, x_plot)
+        if row:
+            self._log({**row, "trainer/iteration": x_plot, "trainer/experience": self._trained})
+
+    def log_metrics(self, metric_values) -> None:
+        """Log all the metric values of one callback as one W&B row."""
+        row: Dict[str, Any] = {}
+        x_plot = None
+        for mval in metric_values:
+            items = mval.value.items() if isinstance(mval.value, dict) else [(None, mval.value)]
+            for key, value in items:
+                name = mval.name if key is None else f"{mval.name}/{key}"
+                row.update(self._values_of(name, value, mval.x_plot))
+                x_plot = mval.x_plot
+        if row:
+            self._log({**row, "trainer/iteration": x_plot, "trainer/experience": self._trained})
+
+    # ------------------------------------------------------ MIND quantities
+    def before_training(self, strategy: "MIND", *args, **kwargs) -> None:
+        self._in_training = True
+        if self.run is None or not hasattr(strategy, "ownership"):
+            return
+        from avalanche_mind.checkpoint import mind_hyperparameters
+
+        model = strategy.model
+        self.run.config.update(
+            {
+                "mind": mind_hyperparameters(strategy),
+                "model": {
+                    "class": type(model).__name__,
+                    "parameters": int(sum(p.numel() for p in model.parameters())),
+                    "gated_weights": int(strategy.ownership.n_weights()),
+                    "gated_layers": len(strategy.ownership.layers),
+                },
+                "strategy": type(strategy).__name__,
+                "device": str(strategy.device),
+            },
+            allow_val_change=True,
+        )
+
+    def after_training(self, strategy: "MIND", *args, **kwargs) -> None:
+        self._in_training = False
+
+    def before_training_exp(self, strategy: "MIND", *args, **kwargs) -> None:
+        # The teacher phase ran in the TeacherPlugin's before_training_exp, which
+        # comes before the evaluator's: its per-epoch losses are ready.
+        teacher = getattr(strategy, "teacher_plugin", None)
+        if teacher is None:
+            return
+        task = strategy.current_task
+        for epoch, loss in enumerate(teacher.losses):
+            self._log({"teacher/loss": loss, "teacher/experience": task, "teacher/epoch_in_experience": epoch,
+                       "epoch/teacher": self._teacher_epoch})
+            self._teacher_epoch += 1
+
+    def before_training_epoch(self, strategy: "MIND", *args, **kwargs) -> None:
+        self._epoch_loss.reset()
+        self._epoch_lr = current_lr(strategy)
+
+    def after_training_iteration(self, strategy: "MIND", *args, **kwargs) -> None:
+        self._epoch_loss.update(strategy)
+
+    def after_training_epoch(self, strategy: "MIND", *args, **kwargs) -> None:
+        task = getattr(strategy, "current_task", self._trained)
+        self._log(
+            {
+                "distillation/loss": self._epoch_loss.mean,
+                "distillation/lr": self._epoch_lr,
+                "distillation/experience": task,
+                "distillation/epoch_in_experience": strategy.clock.train_exp_epochs,
+                "epoch/distillation": self._distill_epoch,
+            }
+        )
+        self._distill_epoch += 1
+
+    def after_training_exp(self, strategy: "MIND", *args, **kwargs) -> None:
+        # Avalanche's version also re-logs every metric value (already logged by
+        # log_metrics): this one logs each once.
+        self._trained = getattr(getattr(strategy, "state", None), "n_tasks", self._trained + 1)
+        row: Dict[str, Any] = {"TrainingExperience": self.exp_count, "trainer/experience": self._trained}
+        ownership = getattr(strategy, "ownership", None)
+        if ownership is not None:
+            used = ownership.capacity_used()
+            sizes = {n: l.weight.numel() for n, l in ownership.layers.items()}
+            row.update({f"capacity/{name}": value for name, value in used.items()})
+            row["capacity/total"] = sum(used[n] * sizes[n] for n in used) / max(sum(sizes.values()), 1)
+        self._log(row)
+        self.exp_count += 1
+
+    def before_eval(self, strategy: "MIND", *args, **kwargs) -> None:
+        self._pending = {}
+
+    def after_eval(self, strategy: "MIND", *args, **kwargs) -> None:
+        """File this evaluation's per-experience accuracies as row ``n_trained - 1`` and log the matrices."""
+        if self._in_training or not self._pending:
+            self._pending = {}
+            return
+        row_index = getattr(getattr(strategy, "state", None), "n_tasks", self._trained) - 1
+        if row_index < 0:
+            self._pending = {}
+            return
+        streams = sorted({stream for stream, _, _ in self._pending})
+        for (stream, kind, exp), value in self._pending.items():
+            self.matrices.setdefault(stream, {}).setdefault(kind, AccuracyMatrix()).set(row_index, exp, value)
+            self._n_eval_exps[stream] = max(self._n_eval_exps.get(stream, 0), exp + 1)
+        self._pending = {}
+        for stream in streams:
+            self._log(self._matrix_row(stream, row_index))
+
+    def accuracy_matrix(self, kind: str = "TAg", stream: str = "test") -> np.ndarray:
+        """The accuracy matrix so far (rows: after training experience i; columns: test experience j)."""
+        matrix = self.matrices.get(stream, {}).get(kind)
+        return matrix.array(self._n_eval_exps.get(stream)) if matrix is not None else np.zeros((0, 0))
+
+    def _matrix_row(self, stream: str, row_index: int) -> Dict[str, Any]:
+        kinds = [k for k in ("TAg", "TAw", "TaskId") if k in self.matrices.get(stream, {})]
+        arrays = {k: self.accuracy_matrix(k, stream) for k in kinds}
+        n_cols = self._n_eval_exps[stream]
+        columns = ["metric", "after_experience"] + [f"exp_{j}" for j in range(n_cols)]
+        data = [
+            [kind, i] + [None if math.isnan(v) else float(v) for v in arrays[kind][i]]
+            for kind in kinds
+            for i in range(arrays[kind].shape[0])
+        ]
+        row: Dict[str, Any] = {
+            f"accuracy_matrix/{stream}/table": self.wandb.Table(columns=columns, data=data),
+            "trainer/experience": row_index + 1,
+        }
+        for kind in kinds:
+            seen = arrays[kind][row_index, : row_index + 1]
+            seen = seen[~np.isnan(seen)]
+            if seen.size:
+                row[f"eval/{stream}/{kind}_seen_mean"] = float(seen.mean())
+            if kind != "TaskId":
+                value = forgetting_from_matrix(arrays[kind][: row_index + 1])
+                if not math.isnan(value):
+                    row[f"forgetting/{stream}/{kind}"] = value
+        heatmap = {k: arrays[k] for k in ("TAg", "TAw") if k in arrays}
+        if heatmap:
+            figure = accuracy_matrix_figure(heatmap, title=f"{stream} stream after experience {row_index}")
+            row[f"accuracy_matrix/{stream}/heatmap"] = self.wandb.Image(_figure_to_array(figure))
+        return row
+
+
+def _figure_to_array(figure) -> np.ndarray:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+# --------------------------------------------------------------- argparse
+def add_wandb_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Add the ``--wandb`` option group (project, entity, run name, tags, mode, dir) to ``parser``."""
+    group = parser.add_argument_group(
+        "Weights & Biases", "Log configuration, metrics, loss curves, accuracy matrices and capacity to W&B."
+    )
+    group.add_argument("--wandb", action="store_true", help="log the run to Weights & Biases")
+    group.add_argument("--wandb-project", default="avalanche-mind", metavar="NAME",
+                       help="W&B project (default: %(default)s)")
+    group.add_argument("--wandb-entity", default=None, metavar="NAME",
+                       help="W&B team or user (default: your default entity)")
+    group.add_argument("--wandb-run-name", default=None, metavar="NAME",
+                       help="display name of the run (default: generated)")
+    group.add_argument("--wandb-tags", nargs="*", default=[], metavar="TAG", help="tags of the run")
+    group.add_argument(
+        "--wandb-mode",
+        choices=WANDB_MODES,
+        default=None,
+        help="online; offline (no network, sync later with `wandb sync`); disabled. "
+        "Default: $WANDB_MODE, else online",
+    )
+    group.add_argument("--wandb-dir", default=None, metavar="DIR",
+                       help="folder for wandb's local files (default: ./wandb)")
+    return group
+
+
+def wandb_logger_from_args(
+    args: argparse.Namespace, config: Optional[Mapping[str, Any]] = None
+) -> Optional[MINDWandBLogger]:
+    """The logger the ``--wandb`` options ask for, or None when ``--wandb`` is not given."""
+    if not getattr(args, "wandb", False):
+        return None
+    return MINDWandBLogger(
+        project=args.wandb_project,
+        entity=args.wandb_entity,
+        run_name=args.wandb_run_name,
+        tags=args.wandb_tags or None,
+        mode=args.wandb_mode,
+        dir=args.wandb_dir,
+        config=config,
+    )
+
+
+# -------------------------------------------------- reading an offline run
+@dataclass
+class OfflineRun:
+    """What an offline run folder holds: its config, history rows, summary and files."""
+
+    path: Path
+    config: Dict[str, Any]
+    history: List[Dict[str, Any]]
+    summary: Dict[str, Any]
+    files: List[str]
+    complete: bool = True
+    """Whether the log ends with the run's ``exit`` record (the run was finished)."""
+
+    def keys(self) -> List[str]:
+        """Every key logged in the history, sorted."""
+        return sorted({k for row in self.history for k in row})
+
+
+def _records(path: Path) -> Iterable[bytes]:
+    """Records of a ``.wandb`` transaction log (LevelDB log format: 32 KiB blocks, 7-byte headers)."""
+    data = path.read_bytes()
+    if data[:4] != b":W&B":
+        raise ValueError(f"{path} is not a W&B transaction log")
+    block = 32768
+    pos, pending = 7, b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if length == 0 and kind == 0:
+            pos += left
+            continue
+        if pos + 7 + length > len(data):
+            return  # a record still being written
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == 1:
+            yield chunk
+        elif kind == 2:
+            pending = chunk
+        elif kind == 3:
+            pending += chunk
+        elif kind == 4:
+            yield pending + chunk
+            pending = b""
+
+
+def _item_key(item) -> str:
+    return ".".join(item.nested_key) if len(item.nested_key) else item.key
+
+
+def read_offline_run(run_dir: Union[str, os.PathLike], wait: float = 30.0) -> OfflineRun:
+    """Read back a local run folder (``wandb/offline-run-*``) without syncing it.
+
+    wandb 0.31 no longer ships a reader for its ``.wandb`` file, nor writes
+    ``wandb-summary.json`` offline; this parses the transaction log with wandb's
+    own protobuf definitions. wandb's service may still be writing the log for a
+    moment after ``run.finish()`` returns: this waits up to ``wait`` seconds for
+    the run's final ``exit`` record (``OfflineRun.complete`` says if it came).
+    """
+    import time
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    run_dir = Path(run_dir)
+    logs = sorted(run_dir.glob("*.wandb"))
+    if not logs:
+        raise FileNotFoundError(f"no .wandb file in {run_dir}")
+    deadline = time.monotonic() + wait
+    while True:
+        records = []
+        for raw in _records(logs[0]):
+            record = pb.Record()
+            record.ParseFromString(raw)
+            records.append(record)
+        complete = any(r.WhichOneof("record_type") == "exit" for r in records)
+        if complete or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    config: Dict[str, Any] = {}
+    history: List[Dict[str, Any]] = []
+    summary: Dict[str, Any] = {}
+    for record in records:
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            for item in record.run.config.update:
+                config[_item_key(item)] = json.loads(item.value_json)
+        elif kind == "config":
+            for item in record.config.update:
+                config[_item_key(item)] = json.loads(item.value_json)
+        elif kind == "history":
+            history.append({_item_key(i): json.loads(i.value_json) for i in record.history.item})
+        elif kind == "summary":
+            for item in record.summary.update:
+                summary[_item_key(item)] = json.loads(item.value_json)
+    files = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
+    return OfflineRun(run_dir, config, history, summary, files, complete)
+
+
+__all__ = [
+    "AccuracyMatrix",
+    "DistillationProgressPlugin",
+    "EpochLoss",
+    "MINDWandBLogger",
+    "OfflineRun",
+    "accuracy_matrix_figure",
+    "add_wandb_arguments",
+    "forgetting_from_matrix",
+    "mind_evaluator",
+    "read_offline_run",
+    "wandb_logger_from_args",
+]

@@ -1,0 +1,280 @@
+"""One readable configuration per benchmark, in the spirit of Mammoth's per-method configs.
+
+A :class:`Preset` holds everything the comparison runner needs: which benchmark to
+build, which backbone, MIND's two-phase schedule and the baselines' derived one.
+The baselines' budget is derived, never typed twice: every baseline trains
+``teacher_epochs + train_epochs`` epochs per experience with MIND's teacher
+optimiser (AdamW, ``teacher_lr``), halving the learning rate at the teacher
+milestones and at ``teacher_epochs + m`` for each distillation milestone ``m``.
+PackNet spends the first ``teacher_epochs`` of them before pruning and the last
+``train_epochs`` after it (post-prune fine-tuning), mirroring MIND's teacher and
+distillation phases.
+
+Change one field from the command line with ``--set field=value`` (for example
+``--set temperature=4 --set train_epochs=10``).
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Sequence, Tuple
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A benchmark, a backbone and the hyperparameters of every strategy on it."""
+
+    name: str
+    description: str
+    benchmark: str
+    """Name understood by ``avalanche_mind.data.real.load_benchmark`` (or ``toy``/``toy-domain``)."""
+    benchmark_kwargs: Mapping[str, Any]
+    model: str
+    """``resnet`` (the paper's CIFAR ResNet; 5 blocks per stage is ResNet-32) or ``small_cnn``."""
+    model_kwargs: Mapping[str, Any]
+    # MIND, both phases (the paper's table in MIND_SPEC.md).
+    teacher_epochs: int
+    teacher_milestones: Tuple[int, ...]
+    train_epochs: int
+    milestones: Tuple[int, ...]
+    temperature: float
+    teacher_lr: float = 0.005
+    lr: float = 0.035
+    lr_gamma: float = 0.5
+    beta: float = 5.0
+    batch_size: int = 256
+    eval_batch_size: int = 512
+    weight_decay: float = 0.0
+    # Baselines.
+    lwf_alpha: float = 1.0
+    lwf_temperature: float = 2.0
+    packnet_groups: int = 8
+    """GroupNorm groups (affine=False) that replace PackNet's BatchNorm; see ``baselines.py``."""
+    notes: Tuple[str, ...] = field(default_factory=tuple)
+    """Caveats printed with every result of this preset (for example: reduced CPU budget)."""
+
+    @property
+    def baseline_epochs(self) -> int:
+        return self.teacher_epochs + self.train_epochs
+
+    @property
+    def baseline_milestones(self) -> Tuple[int, ...]:
+        return tuple(self.teacher_milestones) + tuple(self.teacher_epochs + m for m in self.milestones)
+
+    def budget_note(self) -> str:
+        return (
+            f"Budget: MIND trains a teacher for {self.teacher_epochs} epochs (lr {self.teacher_lr}, "
+            f"milestones {list(self.teacher_milestones)}) and distils for {self.train_epochs} epochs "
+            f"(lr {self.lr}, milestones {list(self.milestones)}) per experience. Every baseline gets "
+            f"the same number of passes over each training image: {self.baseline_epochs} epochs per "
+            f"experience (AdamW lr {self.teacher_lr}, weight decay {self.weight_decay}, LR x{self.lr_gamma} "
+            f"at epochs {list(self.baseline_milestones)}); PackNet prunes after epoch {self.teacher_epochs} "
+            f"and fine-tunes the kept weights for {self.train_epochs} post-prune epochs; Joint trains "
+            f"{self.baseline_epochs} epochs on the union of all experiences. MIND (not its "
+            "self-distillation variants) also runs the teacher forward during distillation."
+        )
+
+    def to_dict(self) -> Dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["baseline_epochs"] = self.baseline_epochs
+        data["baseline_milestones"] = list(self.baseline_milestones)
+        return data
+
+
+def _paper(**kwargs: Any) -> Dict[str, Any]:
+    """The settings shared by every paper preset (MIND_SPEC.md: 'All: ...')."""
+    base = dict(teacher_lr=0.005, lr=0.035, lr_gamma=0.5, beta=5.0, batch_size=256, weight_decay=0.0)
+    base.update(kwargs)
+    return base
+
+
+PRESETS: Dict[str, Preset] = {}
+
+
+def register(preset: Preset) -> Preset:
+    if preset.name in PRESETS:
+        raise ValueError(f"preset {preset.name!r} is defined twice")
+    PRESETS[preset.name] = preset
+    return preset
+
+
+# ------------------------------------------------------------------ the paper
+register(Preset(
+    name="cifar100",
+    description="CIFAR-100/10 with the paper's settings (gated ResNet-32).",
+    benchmark="cifar100",
+    benchmark_kwargs=dict(n_experiences=10, seed=0),
+    model="resnet",
+    model_kwargs=dict(blocks_per_stage=5),
+    teacher_epochs=50, teacher_milestones=(35,),
+    train_epochs=50, milestones=(40,),
+    temperature=6.5,
+    **_paper(),
+))
+
+register(Preset(
+    name="tinyimagenet",
+    description="TinyImageNet/10 (64x64) with the paper's settings (ResNet-32, stride-2 stem).",
+    benchmark="tinyimagenet",
+    benchmark_kwargs=dict(n_experiences=10, seed=0),
+    model="resnet",
+    model_kwargs=dict(blocks_per_stage=5, stem_stride=2),
+    teacher_epochs=100, teacher_milestones=(70, 90),
+    train_epochs=120, milestones=(80, 110),
+    temperature=12.0,
+    **_paper(),
+))
+
+register(Preset(
+    name="core50",
+    description="CORe50 sessions as domains (64x64) with the paper's CORe50 settings.",
+    benchmark="core50",
+    benchmark_kwargs=dict(image_size=64),
+    model="resnet",
+    model_kwargs=dict(blocks_per_stage=5, stem_stride=2),
+    teacher_epochs=20, teacher_milestones=(15,),
+    train_epochs=20, milestones=(15,),
+    temperature=3.0,
+    **_paper(),
+))
+
+register(Preset(
+    name="glyphs",
+    description="Glyphs, class-incremental, 100 classes / 10 experiences, with the paper's Synbols settings.",
+    benchmark="glyphs",
+    benchmark_kwargs=dict(n_experiences=10, n_classes=100, train_per_class=500, test_per_class=100, seed=0),
+    model="resnet",
+    model_kwargs=dict(blocks_per_stage=5),
+    teacher_epochs=25, teacher_milestones=(10, 20),
+    train_epochs=25, milestones=(15,),
+    temperature=4.0,
+    **_paper(),
+))
+
+register(Preset(
+    name="glyphs-domain",
+    description="Glyphs, domain-incremental, 20 classes x 5 rendering styles, with the paper's Synbols settings.",
+    benchmark="glyphs-domain",
+    benchmark_kwargs=dict(n_domains=5, n_classes=20, train_per_class=500, test_per_class=100, seed=0),
+    model="resnet",
+    model_kwargs=dict(blocks_per_stage=5),
+    teacher_epochs=25, teacher_milestones=(10, 20),
+    train_epochs=25, milestones=(15,),
+    temperature=4.0,
+    **_paper(),
+))
+
+# ------------------------------------------------------------------ CPU presets
+_CPU_NOTE = (
+    "CPU preset: far fewer images and epochs than the paper, and a small backbone instead of "
+    "ResNet-32, so that all strategies finish in about 15 minutes on 2 CPU cores. Its numbers "
+    "show the ranking of methods, not the paper's accuracies."
+)
+
+register(Preset(
+    name="glyphs-cpu",
+    description="Glyphs, class-incremental, 100 classes / 10 experiences, reduced for 2 CPU cores.",
+    benchmark="glyphs",
+    benchmark_kwargs=dict(
+        n_experiences=10, n_classes=100, train_per_class=200, test_per_class=20, image_size=16, seed=0
+    ),
+    model="resnet",
+    model_kwargs=dict(blocks_per_stage=1),
+    teacher_epochs=4, teacher_milestones=(3,),
+    train_epochs=4, milestones=(3,),
+    temperature=4.0,
+    batch_size=32,
+    eval_batch_size=500,
+    **{k: v for k, v in _paper().items() if k != "batch_size"},
+    notes=(_CPU_NOTE,),
+))
+
+register(Preset(
+    name="glyphs-domain-cpu",
+    description="Glyphs, domain-incremental, 20 classes x 5 styles, reduced for 2 CPU cores.",
+    benchmark="glyphs-domain",
+    benchmark_kwargs=dict(n_domains=5, n_classes=20, train_per_class=200, test_per_class=20, image_size=16, seed=0),
+    model="resnet",
+    model_kwargs=dict(blocks_per_stage=1),
+    teacher_epochs=4, teacher_milestones=(3,),
+    train_epochs=4, milestones=(3,),
+    temperature=4.0,
+    batch_size=32,
+    eval_batch_size=500,
+    **{k: v for k, v in _paper().items() if k != "batch_size"},
+    notes=(_CPU_NOTE,),
+))
+
+# ------------------------------------------------------------------ tests
+register(Preset(
+    name="tiny",
+    description="A seconds-long smoke configuration on the generated toy benchmark (tests only).",
+    benchmark="toy",
+    benchmark_kwargs=dict(n_experiences=3, classes_per_experience=2, per_class=16, test_per_class=8, image_size=16),
+    model="small_cnn",
+    model_kwargs=dict(width=4),
+    teacher_epochs=1, teacher_milestones=(),
+    train_epochs=1, milestones=(),
+    temperature=2.0,
+    teacher_lr=0.01, lr=0.01, batch_size=16, eval_batch_size=64,
+    packnet_groups=2,
+    notes=("Tiny preset: a smoke test of the runner; its accuracies mean nothing.",),
+))
+
+register(Preset(
+    name="tiny-domain",
+    description="The tiny smoke configuration on the toy domain-incremental benchmark (tests only).",
+    benchmark="toy-domain",
+    benchmark_kwargs=dict(n_domains=3, n_classes=4, per_class=12, test_per_class=6, image_size=16),
+    model="small_cnn",
+    model_kwargs=dict(width=4),
+    teacher_epochs=1, teacher_milestones=(),
+    train_epochs=1, milestones=(),
+    temperature=2.0,
+    teacher_lr=0.01, lr=0.01, batch_size=16, eval_batch_size=64,
+    packnet_groups=2,
+    notes=("Tiny preset: a smoke test of the runner; its accuracies mean nothing.",),
+))
+
+
+# ------------------------------------------------------------------ overrides
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]
+
+
+def _coerce(current: Any, text: str) -> Any:
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text  # a bare word: a string
+    if isinstance(current, tuple) and isinstance(value, (list, tuple, int)):
+        return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def with_overrides(preset: Preset, assignments: Sequence[str]) -> Preset:
+    """``preset`` with ``field=value`` assignments applied (``benchmark_kwargs.key=value`` too)."""
+    changes: Dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(Preset)}
+    for item in assignments:
+        if "=" not in item:
+            raise ValueError(f"--set expects field=value, got {item!r}")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if "." in key:
+            outer, inner = key.split(".", 1)
+            if outer not in ("benchmark_kwargs", "model_kwargs"):
+                raise ValueError(f"only benchmark_kwargs.<key> and model_kwargs.<key> can be nested, got {key!r}")
+            mapping = dict(changes.get(outer, getattr(preset, outer)))
+            mapping[inner] = _coerce(mapping.get(inner), text)
+            changes[outer] = mapping
+        elif key in names and key != "name":
+            changes[key] = _coerce(getattr(preset, key), text)
+        else:
+            raise ValueError(f"unknown preset field {key!r}; fields: {', '.join(sorted(names - {'name'}))}")
+    return dataclasses.replace(preset, **changes) if changes else preset

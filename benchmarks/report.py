@@ -1,0 +1,225 @@
+"""Results of a comparison run: derived figures, JSON, CSV, a Markdown table and PNG plots.
+
+Accuracy matrices are ``rows x columns`` = ``after training experience i x test
+experience j`` (Joint training has a single row: after training on everything).
+Accuracies are fractions in [0, 1] in the JSON/CSV and percentages in the table.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+Matrix = List[List[Optional[float]]]
+
+#: Scalar figures of one run, in table order: (key, column title, format).
+SCALARS = (
+    ("tag", "TAg acc %", "pct"),
+    ("taw", "TAw acc %", "pct"),
+    ("forgetting_tag", "Forgetting TAg (pts)", "pct"),
+    ("forgetting_taw", "Forgetting TAw (pts)", "pct"),
+    ("taskid", "TaskId acc %", "pct"),
+    ("params_kept", "Params kept", "int"),
+    ("state_mb", "Other state (MB)", "mb"),
+    ("peak_rss_mb", "Peak RSS +MB", "mb"),
+    ("train_time_s", "Train s", "s"),
+    ("eval_time_s", "Eval s", "s"),
+)
+
+
+# ---------------------------------------------------------------- figures
+def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def final_accuracy(matrix: Matrix) -> Optional[float]:
+    """Mean over test experiences of the last row (the usual 'average accuracy')."""
+    return _mean(matrix[-1]) if matrix else None
+
+
+def seen_curve(matrix: Matrix, trained_rows: Sequence[int]) -> List[Optional[float]]:
+    """After each training experience ``i``: mean accuracy over test experiences ``0..i``.
+
+    ``trained_rows[r]`` is how many experiences had been trained when row ``r`` was
+    measured (``i + 1``; Joint: all of them). Test experiences beyond the training
+    stream's length (e.g. a single test experience) are all counted.
+    """
+    return [_mean(row[: max(1, n)]) for row, n in zip(matrix, trained_rows)]
+
+
+def forgetting(matrix: Matrix) -> Optional[float]:
+    """Average forgetting (Chaudhry et al. 2018): mean over old experiences j of
+    ``max_{i<T-1} a[i][j] - a[T-1][j]``, with i ranging over rows after j was trained."""
+    if len(matrix) < 2:
+        return None
+    last = len(matrix) - 1
+    drops = []
+    for j in range(min(last, len(matrix[0]))):
+        earlier = [matrix[i][j] for i in range(j, last) if matrix[i][j] is not None]
+        if earlier and matrix[last][j] is not None:
+            drops.append(max(earlier) - matrix[last][j])
+    return _mean(drops)
+
+
+def aggregate(runs: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Optional[float]]]:
+    """Mean and (sample) standard deviation over seeds of every scalar figure."""
+    mean, std = {}, {}
+    for key, _, _ in SCALARS:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        mean[key] = sum(values) / len(values) if values else None
+        std[key] = statistics.stdev(values) if len(values) > 1 else None
+    return {"mean": mean, "std": std}
+
+
+def mean_matrix(matrices: Sequence[Matrix]) -> Matrix:
+    """Element-wise mean over seeds (None where a cell is undefined)."""
+    rows, cols = len(matrices[0]), len(matrices[0][0])
+    return [[_mean([m[i][j] for m in matrices]) for j in range(cols)] for i in range(rows)]
+
+
+# ---------------------------------------------------------------- writers
+def _fmt(value: Optional[float], kind: str, std: Optional[float] = None) -> str:
+    if value is None:
+        return "n/a"
+    if kind == "pct":
+        text, spread = f"{100 * value:.1f}", (f" ± {100 * std:.1f}" if std is not None else "")
+    elif kind == "int":
+        text, spread = f"{value / 1e6:.3f}M" if value >= 1e5 else f"{int(round(value))}", ""
+    elif kind == "mb":
+        text, spread = f"{value:.1f}", (f" ± {std:.1f}" if std is not None else "")
+    else:
+        text, spread = f"{value:.1f}", (f" ± {std:.1f}" if std is not None else "")
+    return text + spread
+
+
+def markdown_table(result: Dict[str, Any]) -> str:
+    """The comparison table plus the notes that say how it was produced."""
+    seeds = result["seeds"]
+    head = f"### {result['preset']['description']}\n\n"
+    head += (
+        f"Benchmark `{result['benchmark']}` ({result['scenario']}-incremental, "
+        f"{result['n_experiences']} experiences, {result['num_classes']} classes), "
+        f"seeds {seeds}, device {result['device']}; mean"
+        + (" ± std over seeds" if len(seeds) > 1 else "")
+        + f". Total wall time {result['total_time_s']:.0f} s.\n\n"
+    )
+    cols = ["Strategy"] + [title for _, title, _ in SCALARS]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for name, entry in result["strategies"].items():
+        mean, std = entry["mean"], entry["std"]
+        cells = [entry["label"]] + [_fmt(mean[k], kind, std[k]) for k, _, kind in SCALARS]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = "\n".join(f"- {n}" for n in result["notes"])
+    return head + "\n".join(lines) + "\n\nNotes:\n" + notes + "\n"
+
+
+def write_json(result: Dict[str, Any], path: Path) -> None:
+    def clean(obj):
+        if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
+            return None
+        if isinstance(obj, dict):
+            return {str(k): clean(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [clean(v) for v in obj]
+        return obj
+
+    path.write_text(json.dumps(clean(result), indent=2) + "\n")
+
+
+def write_csv(result: Dict[str, Any], path: Path) -> None:
+    keys = [k for k, _, _ in SCALARS]
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["strategy", "seed"] + keys)
+        for name, entry in result["strategies"].items():
+            for run in entry["runs"]:
+                writer.writerow([name, run["seed"]] + ["" if run.get(k) is None else run[k] for k in keys])
+
+
+# ---------------------------------------------------------------- plots
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(result: Dict[str, Any], path: Path) -> None:
+    """Accuracy over the experiences seen so far, after each training experience, for every strategy."""
+    plt = _pyplot()
+    T = result["n_experiences"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, key, title in ((axes[0], "curve_tag", "task-agnostic (TAg)"), (axes[1], "curve_taw", "task-aware (TAw)")):
+        for name, entry in result["strategies"].items():
+            curve = entry["curves"][key]
+            xs = entry["curves"]["trained"]
+            ys = [None if v is None else 100 * v for v in curve]
+            if len(xs) == 1:  # Joint: one point after all data, drawn as a reference line
+                if ys[0] is not None:
+                    ax.axhline(ys[0], linestyle="--", color="grey", linewidth=1)
+                    ax.plot(xs, ys, "s", color="grey", label=entry["label"])
+                continue
+            ax.plot(xs, ys, marker="o", markersize=3, label=entry["label"])
+        ax.set_title(f"Accuracy on experiences seen so far, {title}")
+        ax.set_xlabel("experiences trained")
+        ax.set_xticks(range(1, T + 1))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (%)")
+    axes[1].legend(fontsize=8, loc="lower left")
+    fig.suptitle(result["preset"]["description"], fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_heatmap(matrix: Matrix, title: str, path: Path, row_labels: Sequence[str]) -> None:
+    """TAg accuracy matrix: rows after training experience i, columns test experience j."""
+    plt = _pyplot()
+    import numpy as np
+
+    data = np.array([[np.nan if v is None else 100 * v for v in row] for row in matrix], dtype=float)
+    rows, cols = data.shape
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * cols, 1.2 + 0.45 * rows))
+    image = ax.imshow(data, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+    if rows * cols <= 400:
+        for i in range(rows):
+            for j in range(cols):
+                if not np.isnan(data[i, j]):
+                    ax.text(j, i, f"{data[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                            color="white" if data[i, j] < 60 else "black")
+    ax.set_xticks(range(cols))
+    ax.set_yticks(range(rows))
+    ax.set_yticklabels(row_labels)
+    ax.set_xlabel("test experience")
+    ax.set_ylabel("after training experience")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, label="TAg accuracy (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_all(result: Dict[str, Any], out: Path) -> Dict[str, str]:
+    """Write every output of a run under ``out``; returns {kind: path}."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"json": out / "results.json", "csv": out / "results.csv", "markdown": out / "results.md",
+             "curves": out / "accuracy_curves.png"}
+    result["files"] = {k: str(v) for k, v in files.items()}
+    heatmaps = {}
+    for name, entry in result["strategies"].items():
+        heatmaps[name] = out / f"heatmap_{name}.png"
+        labels = [str(n - 1) if n < result["n_experiences"] or len(entry["curves"]["trained"]) > 1 else "all"
+                  for n in entry["curves"]["trained"]]
+        plot_heatmap(entry["tag_matrix_mean"], f"{entry['label']}: TAg accuracy (%)", heatmaps[name], labels)
+    result["files"].update({f"heatmap_{k}": str(v) for k, v in heatmaps.items()})
+    plot_curves(result, files["curves"])
+    files["markdown"].write_text(markdown_table(result))
+    write_csv(result, files["csv"])
+    write_json(result, files["json"])
+    return result["files"]

@@ -1,0 +1,52 @@
+"""Log a MIND run to Weights & Biases (offline by default: no account or network needed).
+
+Logged: the configuration, TAg/TAw/task-identification accuracy and forgetting per
+experience, the teacher and distillation loss curves, the accuracy matrix (table
+and heatmap) and the capacity used per layer. Later, ``wandb sync <run folder>``
+uploads an offline run. Run ``python examples/wandb_logging.py [--small]
+[--wandb-mode online --wandb-project my-project ...]``.
+"""
+import argparse
+import os
+
+import torch
+
+from avalanche_mind import MIND, small_cnn
+from avalanche_mind.data import glyph_class_incremental
+from avalanche_mind.logging import add_wandb_arguments, mind_evaluator, read_offline_run, wandb_logger_from_args
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--small", action="store_true", default=os.environ.get("AVALANCHE_MIND_SMALL") == "1",
+                        help="tiny sizes for a smoke run (also: AVALANCHE_MIND_SMALL=1)")
+    add_wandb_arguments(parser)  # --wandb, --wandb-project, --wandb-entity, --wandb-run-name, --wandb-tags, ...
+    parser.set_defaults(wandb=True, wandb_mode="offline", wandb_run_name="glyphs-example")
+    args = parser.parse_args()
+    n_exp, n_classes, per_class, epochs = (3, 6, 20, 2) if args.small else (5, 20, 100, 10)
+    torch.manual_seed(0)
+
+    benchmark = glyph_class_incremental(n_experiences=n_exp, n_classes=n_classes, train_per_class=per_class,
+                                        test_per_class=per_class // 2, image_size=32)
+    logger = wandb_logger_from_args(args, config={"benchmark": {"name": "glyphs", "n_experiences": n_exp,
+                                                                "n_classes": n_classes, "train_per_class": per_class}})
+    strategy = MIND(model=small_cnn(n_classes), n_experiences=n_exp, train_mb_size=32, teacher_epochs=epochs,
+                    train_epochs=epochs, milestones=[], teacher_milestones=[], seed=0,
+                    evaluator=mind_evaluator(logger, interactive=False))
+    for experience in benchmark.train_stream:
+        strategy.train(experience)
+        strategy.eval(benchmark.test_stream)
+    print("TAw accuracy matrix (row i: after experience i; column j: test experience j):")
+    print(logger.accuracy_matrix("TAw").round(3))
+    logger.finish()
+
+    if args.wandb_mode == "offline":
+        run = read_offline_run(logger.run_dir)  # read the local run back, without syncing it
+        print(f"offline run in {run.path}: {len(run.history)} rows; keys include")
+        for key in ("teacher/loss", "distillation/loss", "capacity/total", "forgetting/test/TAw",
+                    "accuracy_matrix/test/table._type", "accuracy_matrix/test/heatmap._type"):
+            print(f"  {key}: {'yes' if key in run.keys() else 'MISSING'}")
+
+
+if __name__ == "__main__":
+    main()

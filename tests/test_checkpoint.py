@@ -1,0 +1,213 @@
+"""Checkpoint and resume: a run stopped after experience k and resumed equals the uninterrupted run."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from avalanche.evaluation.metrics import forgetting_metrics
+from avalanche.training.plugins import EvaluationPlugin
+
+from avalanche_mind import MIND, mind_metrics, small_cnn
+from avalanche_mind.checkpoint import (
+    CheckpointError,
+    CheckpointPlugin,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+from avalanche_mind.data.toy import toy_class_incremental
+
+N_EXP = 3
+TINY = dict(teacher_epochs=2, train_epochs=2, train_mb_size=16, eval_mb_size=64,
+            milestones=[1], teacher_milestones=[1], lr=0.01, teacher_lr=0.01)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Two OpenMP threads on two shared cores spin against each other; one is faster here.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def build(plugins=(), width=6, n_experiences=N_EXP, **overrides):
+    """A fresh benchmark, model and MIND, as a new process would build them."""
+    torch.manual_seed(0)
+    benchmark = toy_class_incremental(n_experiences=N_EXP, classes_per_experience=2, per_class=20,
+                                      test_per_class=10, image_size=12, seed=0)
+    strategy = MIND(model=small_cnn(2 * N_EXP, width=width), n_experiences=n_experiences, seed=0,
+                    evaluator=EvaluationPlugin(*mind_metrics(), forgetting_metrics(experience=True, stream=True),
+                                               loggers=[]),
+                    plugins=list(plugins),
+                    **{**TINY, **overrides})
+    return benchmark, strategy
+
+
+def run(benchmark, strategy, experiences):
+    results = {}
+    for experience in experiences:
+        strategy.train(experience)
+        results = strategy.eval(benchmark.test_stream)
+    return results
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A checkpoint after two of three experiences, and the strategy that wrote it."""
+    path = tmp_path_factory.mktemp("ckpt") / "mind.pt"
+    benchmark, strategy = build([CheckpointPlugin(path)])
+    run(benchmark, strategy, benchmark.train_stream[:2])
+    return path, strategy
+
+
+@pytest.mark.parametrize("self_distillation", [False, True], ids=["mind", "self-distillation"])
+def test_resume_after_experience_k_equals_uninterrupted_run(tmp_path, self_distillation):
+    benchmark, uninterrupted = build(self_distillation=self_distillation)
+    expected = run(benchmark, uninterrupted, benchmark.train_stream)
+
+    path = tmp_path / "mind.pt"
+    benchmark, first = build([CheckpointPlugin(path)], self_distillation=self_distillation)
+    run(benchmark, first, benchmark.train_stream[:1])  # stopped after experience 0
+    del first
+
+    torch.manual_seed(12345)  # the resuming process starts from other random states
+    benchmark, resumed = build(self_distillation=self_distillation)
+    torch.rand(1000)
+    assert load_checkpoint(resumed, path).n_trained == 1
+    got = run(benchmark, resumed, benchmark.train_stream[1:])
+
+    # Every TAg/TAw/TaskId value and the forgetting (which needs the first accuracies), exactly.
+    assert len(expected) == 12 + 3 and got == expected
+    assert expected["StreamForgetting/eval_phase/test_stream"] != 0
+    for (name, a), (_, b) in zip(uninterrupted.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    for snap_a, snap_b in zip(uninterrupted.state.bn_snapshots, resumed.state.bn_snapshots):
+        assert all(torch.equal(snap_a[k], snap_b[k]) for k in snap_a)
+    assert resumed.state.slices == uninterrupted.state.slices
+    assert torch.equal(resumed.generator.get_state(), uninterrupted.generator.get_state())
+
+
+def test_resume_depends_on_the_restored_random_state(saved):
+    # The check above could not fail if nothing random happened after a checkpoint:
+    # without the saved RNG states, the last experience trains differently.
+    path, writer = saved
+    results = []
+    for restore in (True, False):
+        benchmark, strategy = build()
+        torch.manual_seed(777)
+        load_checkpoint(strategy, path, restore_rng=restore)
+        run(benchmark, strategy, benchmark.train_stream[2:])
+        results.append(strategy.model.state_dict())
+    differs = [not torch.equal(results[0][k], results[1][k]) for k in results[0] if k.endswith("weight")]
+    assert any(differs)
+
+
+def test_checkpoint_holds_only_plain_values_and_is_written_atomically(saved, tmp_path, monkeypatch):
+    path, strategy = saved
+    payload = torch.load(path, weights_only=True)  # never unpickles code
+    body = payload["body"]
+    assert payload["format"] == "avalanche-mind-checkpoint"
+    assert body["n_trained"] == 2
+    assert set(body) >= {"model", "mind_state", "optimizer", "scheduler", "generator", "rng", "hyperparameters"}
+    owners = [k for k in body["model"] if k.endswith(".owner")]
+    assert owners and all(body["model"][k].dtype == torch.int8 for k in owners)  # the ownership map
+    assert len(body["mind_state"]["bn_snapshots"]) == 2
+    assert body["hyperparameters"]["n_experiences"] == N_EXP
+    assert [p.name for p in path.parent.iterdir()] == ["mind.pt"]  # no temporary file left behind
+
+    target = tmp_path / "keep.pt"
+    save_checkpoint(strategy, target)
+    before = target.read_bytes()
+
+    def broken_save(obj, fh, *args, **kwargs):
+        fh.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(strategy, target)
+    assert target.read_bytes() == before  # the previous checkpoint survives
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.pt"]
+
+
+def test_plugin_refreshes_the_checkpoint_after_evaluation(tmp_path):
+    path = tmp_path / "exp{experience}.pt"
+    benchmark, strategy = build([CheckpointPlugin(path)])
+    strategy.train(benchmark.train_stream[0])
+    after_training = read_checkpoint(tmp_path / "exp0.pt").body["rng"]["torch"]
+    strategy.eval(benchmark.test_stream)  # evaluation draws random numbers (DataLoader seeds)
+    after_eval = read_checkpoint(tmp_path / "exp0.pt").body["rng"]["torch"]
+    assert not torch.equal(after_training, after_eval)
+    assert torch.equal(after_eval, torch.get_rng_state())
+
+
+def corrupt_copies(path, tmp_path):
+    data = path.read_bytes()
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0xFF  # inside a tensor: torch.load itself does not notice
+    copies = {
+        "truncated": data[: len(data) // 3],
+        "flipped": bytes(flipped),
+        "garbage": os.urandom(4096),
+        "empty": b"",
+    }
+    out = {}
+    for name, content in copies.items():
+        out[name] = tmp_path / f"{name}.pt"
+        out[name].write_bytes(content)
+    return out
+
+
+def test_corrupt_checkpoints_give_a_clear_error(saved, tmp_path):
+    path, _ = saved
+    for name, bad in corrupt_copies(path, tmp_path).items():
+        _, strategy = build()
+        before = {k: v.clone() for k, v in strategy.model.state_dict().items()}
+        with pytest.raises(CheckpointError, match="corrupt") as info:
+            load_checkpoint(strategy, bad)
+        assert str(bad) in str(info.value), name
+        if name == "flipped":  # a readable file with altered tensor bytes: caught by the digest
+            assert "digest" in str(info.value)
+        assert all(torch.equal(before[k], v) for k, v in strategy.model.state_dict().items()), name
+
+    other = tmp_path / "weights.pt"
+    torch.save({"weight": torch.zeros(3)}, other)
+    with pytest.raises(CheckpointError, match="not an avalanche-mind checkpoint"):
+        read_checkpoint(other)
+    with pytest.raises(FileNotFoundError):
+        read_checkpoint(tmp_path / "missing.pt")
+
+
+class Payload:
+    def __reduce__(self):  # what a malicious pickle would do on load
+        return (print, ("code ran",))
+
+
+def test_a_file_holding_code_is_refused(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "avalanche-mind-checkpoint", "body": Payload()}, path)
+    with pytest.raises(CheckpointError, match="not a readable"):
+        read_checkpoint(path)
+    assert "code ran" not in capsys.readouterr().out
+
+
+def test_mismatched_configuration_or_model_is_refused(saved):
+    path, _ = saved
+    _, other_n = build(n_experiences=N_EXP + 1)
+    with pytest.raises(CheckpointError, match="n_experiences: checkpoint has 3, this one has 4"):
+        load_checkpoint(other_n, path)
+
+    _, wider = build(width=8)
+    with pytest.raises(CheckpointError, match="different model architecture.*shape"):
+        load_checkpoint(wider, path)
+
+    _, other_beta = build(beta=1.0)
+    with pytest.raises(CheckpointError, match="beta"):
+        load_checkpoint(other_beta, path)
+    # Training-only settings may differ on purpose with strict=False; structure may not.
+    assert load_checkpoint(other_beta, path, strict=False).n_trained == 2
+    _, no_sharing = build(weight_sharing=False)
+    with pytest.raises(CheckpointError, match="weight_sharing"):
+        load_checkpoint(no_sharing, path, strict=False)

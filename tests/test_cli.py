@@ -1,0 +1,159 @@
+"""The ``avalanche-mind`` command: help, train (checkpoints, resume), evaluate, compare."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from avalanche_mind import cli
+from avalanche_mind.checkpoint import read_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--benchmark", "toy", "--benchmark-arg", "n_experiences=3", "--benchmark-arg", "per_class=16",
+        "--benchmark-arg", "test_per_class=8", "--benchmark-arg", "image_size=12", "--model", "small_cnn",
+        "--model-arg", "width=6", "--teacher-epochs", "2", "--epochs", "2", "--batch-size", "16",
+        "--lr", "0.01", "--teacher-lr", "0.01", "--milestones", "1", "--teacher-milestones", "1", "--quiet"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def subparsers(parser):
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+def test_every_option_of_every_command_is_explained(capsys):
+    parser = cli.build_parser()
+    commands = subparsers(parser)
+    assert set(commands) == {"train", "evaluate", "compare"}
+    for name in ("train", "evaluate"):
+        for action in commands[name]._actions:
+            assert action.help and len(action.help) > 10, f"{name} {action.option_strings} has no help"
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main([name, "--help"])
+        assert exit_info.value.code == 0
+        text = capsys.readouterr().out
+        for action in commands[name]._actions:
+            for option in action.option_strings:
+                assert option in text
+    for option in ("--checkpoint", "--resume", "--quiet", "--wandb-mode", "--wandb-project", "--wandb-entity",
+                   "--wandb-run-name", "--wandb-tags"):
+        assert option in [o for a in commands["train"]._actions for o in a.option_strings]
+
+
+def test_console_script_is_declared():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["avalanche-mind"] == "avalanche_mind.cli:main"
+
+
+def run_cli(argv, capsys):
+    code = cli.main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_train_then_evaluate_the_checkpoint(tmp_path, capsys):
+    ckpt, results = tmp_path / "mind.pt", tmp_path / "results.json"
+    code, out, err = run_cli(["train", *TINY, "--checkpoint", ckpt, "--results", results], capsys)
+    assert code == 0, err
+    final = json.loads(results.read_text())["final"]
+    assert set(final) >= {"TAg", "TAw", "TaskId"} and final["TAw"] > final["TAg"]
+    assert "teacher exp" not in err  # --quiet: no progress bars
+    checkpoint = read_checkpoint(ckpt)
+    assert checkpoint.n_trained == 3 and checkpoint.extra["cli"]["benchmark"] == "toy"
+
+    report = tmp_path / "eval.json"
+    code, out, err = run_cli(["evaluate", ckpt, "--json", report], capsys)  # benchmark/model from the checkpoint
+    assert code == 0, err
+    summary = json.loads(report.read_text())["summary"]
+    for key in ("TAg", "TAw", "TaskId"):  # no strategy, same numbers
+        assert summary[key] == pytest.approx(final[key])
+    assert "TAg" in out and len(json.loads(report.read_text())["experiences"]) == 3
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_interrupted_training_resumes_to_the_same_result(tmp_path, capsys, monkeypatch):
+    full = tmp_path / "full.json"
+    assert run_cli(["train", *TINY, "--checkpoint", tmp_path / "full.pt", "--results", full], capsys)[0] == 0
+
+    from avalanche_mind.strategy import MIND
+
+    original, calls = MIND.train, []
+
+    def train_then_crash(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Interrupted("killed during the third experience")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MIND, "train", train_then_crash)
+    ckpt, resumed = tmp_path / "mind.pt", tmp_path / "resumed.json"
+    with pytest.raises(Interrupted):
+        cli.main([str(a) for a in ["train", *TINY, "--checkpoint", ckpt]])
+    monkeypatch.setattr(MIND, "train", original)
+    assert read_checkpoint(ckpt).n_trained == 2
+
+    code, out, err = run_cli(["train", *TINY, "--checkpoint", ckpt, "--resume", "--results", resumed], capsys)
+    assert code == 0, err
+    a, b = json.loads(full.read_text()), json.loads(resumed.read_text())
+    assert b["final"] == a["final"] and b["metrics"] == a["metrics"]
+    weights_a = read_checkpoint(tmp_path / "full.pt").body["model"]
+    weights_b = read_checkpoint(ckpt).body["model"]
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+    # Resuming with other settings is refused, naming the difference.
+    code, _, err = run_cli(["train", *TINY, "--beta", "1", "--checkpoint", ckpt, "--resume"], capsys)
+    assert code == 2 and "beta" in err
+
+
+def test_user_errors_are_one_line_messages(tmp_path, capsys):
+    ckpt = tmp_path / "mind.pt"
+    code, _, err = run_cli(["train", "--benchmark", "no-such-benchmark", "--quiet"], capsys)
+    assert code == 2 and "no-such-benchmark" in err and "Traceback" not in err
+    code, _, err = run_cli(["evaluate", tmp_path / "missing.pt"], capsys)
+    assert code == 2 and "no checkpoint" in err
+    ckpt.write_bytes(b"not a checkpoint")
+    code, _, err = run_cli(["evaluate", ckpt, "--benchmark", "toy"], capsys)
+    assert code == 2 and "not a readable avalanche-mind checkpoint" in err
+    code, _, err = run_cli(["train", *TINY, "--resume"], capsys)
+    assert code == 2 and "--resume needs --checkpoint" in err
+
+
+def test_evaluate_with_the_wrong_model_is_refused(tmp_path, capsys):
+    ckpt = tmp_path / "mind.pt"
+    tiny = [a for a in TINY]
+    tiny[tiny.index("n_experiences=3")] = "n_experiences=2"
+    tiny[tiny.index("per_class=16")] = "per_class=8"
+    assert run_cli(["train", *tiny, "--checkpoint", ckpt], capsys)[0] == 0
+    code, _, err = run_cli(["evaluate", ckpt, "--model-arg", "width=8"], capsys)
+    assert code == 2 and "different model architecture" in err
+
+
+def test_compare_delegates_to_the_repository_runner(capsys, monkeypatch):
+    if (ROOT / "benchmarks" / "compare.py").is_file():
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["compare", "--help"])
+        assert exit_info.value.code == 0
+        assert "--preset" in capsys.readouterr().out  # the runner's own options
+
+    def absent(name):
+        raise cli.CLIError(f"{name} is not available: it lives in the avalanche-mind repository")
+
+    monkeypatch.setattr(cli, "_repo_module", absent)
+    code, _, err = run_cli(["compare", "--preset", "tiny"], capsys)
+    assert code == 2 and "benchmarks.compare is not available" in err
+    assert cli.main(["compare", "--help"]) == 0
+    assert "benchmarks/compare.py" in capsys.readouterr().out
