@@ -11,7 +11,9 @@ executes anything.
 What a checkpoint holds (everything a run needs to continue bit-identically):
 
 - ``model``: ``model.state_dict()``, which includes the ownership map (the gated
-  layers' ``owner`` buffers) and the live BatchNorm state;
+  layers' ``owner`` buffers, packed two ids per byte by
+  :func:`~avalanche_mind.layers.compact_state_dict`; ``load_state_dict`` unpacks
+  them) and the live BatchNorm state;
 - ``mind_state``: :class:`~avalanche_mind.state.MINDState` (output slices,
   experience ids, BatchNorm snapshots);
 - the distillation optimizer and scheduler state dicts;
@@ -42,6 +44,8 @@ import numpy as np
 import torch
 from avalanche.core import SupervisedPlugin
 from torch import Tensor, nn
+
+from avalanche_mind.layers import compact_state_dict, unpack_owner
 
 if TYPE_CHECKING:
     from avalanche_mind.strategy import MIND
@@ -394,7 +398,7 @@ def checkpoint_payload(strategy: "MIND", extra: Optional[Mapping[str, Any]] = No
         "n_trained": int(strategy.state.n_tasks),
         "model_signature": model_signature(strategy.model),
         "model_class": type(strategy.model).__name__,
-        "model": {k: v.detach().cpu().clone() for k, v in strategy.model.state_dict().items()},
+        "model": {k: v.detach().cpu().clone() for k, v in compact_state_dict(strategy.model).items()},
         "mind_state": _plain(
             {
                 **strategy.state.state_dict(),
@@ -540,7 +544,14 @@ def _check_state(body: Mapping[str, Any], path: PathLike) -> None:
             f"{path} is inconsistent: {len(state['bn_snapshots'])} BatchNorm snapshots for {n} experiences"
         )
     for key, value in body["model"].items():
-        if key.endswith("owner") and value.numel() and int(value.max()) >= max(n, 1):
+        if not key.endswith("owner") or not value.numel():
+            continue
+        if value.dtype == torch.uint8:  # packed two owners per byte (compact_state_dict)
+            try:
+                value = unpack_owner(value, tuple(body["model_signature"][key]))
+            except (KeyError, ValueError) as error:
+                raise CheckpointError(f"{path} is inconsistent: {key} is not a valid packed ownership map") from error
+        if int(value.max()) >= max(n, 1):
             raise CheckpointError(f"{path} is inconsistent: {key} names a task >= {n}, the number trained")
 
 

@@ -283,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="evaluation minibatch size (default 512)")
     evaluate.add_argument("--device", default="cpu", metavar="DEVICE", help="torch device (default cpu)")
     evaluate.add_argument("--json", default=None, metavar="PATH", help="also write the results to this JSON file")
+    evaluate.add_argument("--quiet", action="store_true",
+                          help="print only the final line (no table of per-experience results)")
 
     # -------------------------------------------------------------- compare
     compare = commands.add_parser(
@@ -399,12 +401,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from avalanche_mind.checkpoint import CheckpointPlugin, load_checkpoint, read_checkpoint
-    from avalanche_mind.logging import (
-        DistillationProgressPlugin,
-        MINDWandBLogger,
-        mind_evaluator,
-        wandb_logger_from_args,
-    )
+    from avalanche_mind.logging import MINDWandBLogger, mind_evaluator, wandb_logger_from_args
     from avalanche_mind.strategy import MIND
 
     torch.manual_seed(args.seed)
@@ -430,7 +427,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               "model_builder": {"name": settings["model"], **settings["model_kwargs"]},
               "seed": args.seed, "preset": settings["preset"]}
     logger: Optional[MINDWandBLogger] = wandb_logger_from_args(args, config)
-    plugins = [DistillationProgressPlugin()]  # a no-op if MIND already has one
+    plugins = []
     if args.checkpoint:
         plugins.append(CheckpointPlugin(args.checkpoint, extra={"cli": record}))
     strategy = MIND(
@@ -438,7 +435,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         n_experiences=len(train_stream),
         device=args.device,
         plugins=plugins,
-        evaluator=mind_evaluator(*([logger] if logger else []), interactive=False),  # bars + one line per experience
+        evaluator=mind_evaluator(logger, interactive=False),  # bars + one line per experience
         seed=args.seed,
         verbose=not args.quiet,
         **settings["mind"],
@@ -519,10 +516,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             totals[key][0] += value * len(dataset)
             totals[key][1] += len(dataset)
     summary = {k: s / n for k, (s, n) in totals.items() if n}
-    print(f"{'exp':>4} {'task':>4} {'n':>6} {'TAg':>7} {'TAw':>7} {'TaskId':>7}")
-    for row in rows:
-        cells = [f"{row[k]:7.4f}" if k in row else f"{'-':>7}" for k in ("TAg", "TAw", "TaskId")]
-        print(f"{row['experience']:>4} {row['task']:>4} {row['n']:>6} " + " ".join(cells))
+    if not args.quiet:
+        print(f"{'exp':>4} {'task':>4} {'n':>6} {'TAg':>7} {'TAw':>7} {'TaskId':>7}")
+        for row in rows:
+            cells = [f"{row[k]:7.4f}" if k in row else f"{'-':>7}" for k in ("TAg", "TAw", "TaskId")]
+            print(f"{row['experience']:>4} {row['task']:>4} {row['n']:>6} " + " ".join(cells))
     print("all: " + ", ".join(f"{k} {v:.4f}" for k, v in summary.items())
           + f" (TAw and TaskId over the {predictor.n_tasks} trained experiences)")
     if args.json:

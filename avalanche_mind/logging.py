@@ -1,4 +1,4 @@
-"""Weights & Biases logging and the distillation progress bar for MIND.
+"""Weights & Biases logging for MIND (and the evaluator that feeds it).
 
 :class:`MINDWandBLogger` is Avalanche's ``WandBLogger`` made to work with current
 wandb (0.31 removed ``wandb.util.generate_id`` and ``wandb.viz.CustomChart``,
@@ -12,10 +12,11 @@ logger, inside an ``EvaluationPlugin``::
 
 Besides every metric the ``EvaluationPlugin`` emits (TAg/TAw/TaskId accuracy,
 forgetting, loss), it logs MIND's own quantities: the configuration, the
-teacher and distillation loss curves (``teacher/loss``, ``distillation/loss``),
-the capacity used per layer (``capacity/<layer>``), and after every evaluation
-the accuracy matrix (rows: after training experience i; columns: test
-experience j) as a table and a heatmap, with the TAg/TAw forgetting read from it.
+teacher and distillation loss curves (``teacher/loss``, ``distillation/loss``;
+``train/loss`` for a strategy other than MIND), the capacity used per layer
+(``capacity/<layer>``), and after every evaluation the accuracy matrix (rows:
+after training experience i; columns: test experience j) as a table and a
+heatmap, with the TAg/TAw forgetting read from it.
 
 W&B's own step counts log calls; each row carries its x axis as a key
 (``trainer/experience``, ``trainer/iteration``, ``epoch/teacher``,
@@ -36,10 +37,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
-from avalanche.core import SupervisedPlugin
 from avalanche.logging import WandBLogger
 
-from avalanche_mind.progress import progress_bar
+from avalanche_mind.progress import EpochLoss, current_lr
 
 if TYPE_CHECKING:
     from avalanche.training.plugins import EvaluationPlugin
@@ -49,75 +49,12 @@ if TYPE_CHECKING:
 WANDB_MODES = ("online", "offline", "disabled")
 
 
-# ----------------------------------------------------------- per-epoch loss
-class EpochLoss:
-    """Mean of ``strategy.loss`` over an epoch's minibatches, weighted by their size."""
-
-    def __init__(self) -> None:
-        self.total = 0.0
-        self.count = 0
-
-    def reset(self) -> None:
-        self.total, self.count = 0.0, 0
-
-    def update(self, strategy) -> None:
-        n = len(strategy.mb_y) if getattr(strategy, "mb_y", None) is not None else 1
-        self.total += float(strategy.loss.detach()) * n
-        self.count += n
-
-    @property
-    def mean(self) -> float:
-        return self.total / self.count if self.count else float("nan")
-
-
-def current_lr(strategy) -> float:
-    return float(strategy.optimizer.param_groups[0]["lr"])
-
-
-class DistillationProgressPlugin(SupervisedPlugin):
-    """A per-epoch tqdm bar for the distillation phase (mean loss and learning rate).
-
-    The teacher phase has its own bar (:mod:`avalanche_mind.progress`); like it,
-    this one is shown only when ``strategy.verbose`` is true. The learning rate
-    shown is the one used during the epoch.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._bar = None
-        self._loss = EpochLoss()
-        self._lr = float("nan")
-
-    def before_training_exp(self, strategy: "MIND", **kwargs) -> None:
-        # Only the first instance draws, so adding this plugin to a MIND that
-        # already has one (e.g. from a script) never shows two bars.
-        first = next(p for p in strategy.plugins if isinstance(p, DistillationProgressPlugin))
-        if first is not self:
-            return
-        self._bar = progress_bar(strategy, strategy.train_epochs, f"distillation exp {strategy.current_task}")
-
-    def before_training_epoch(self, strategy: "MIND", **kwargs) -> None:
-        self._loss.reset()
-        self._lr = current_lr(strategy)
-
-    def after_training_iteration(self, strategy: "MIND", **kwargs) -> None:
-        self._loss.update(strategy)
-
-    def after_training_epoch(self, strategy: "MIND", **kwargs) -> None:
-        if self._bar is not None:
-            self._bar.update(loss=self._loss.mean, lr=self._lr)
-
-    def after_training_exp(self, strategy: "MIND", **kwargs) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-
 # ------------------------------------------------------------ evaluation
 def mind_evaluator(*loggers, interactive: bool = True, forgetting: bool = True) -> "EvaluationPlugin":
     """An ``EvaluationPlugin`` with accuracy, loss, forgetting and MIND's TAg/TAw/TaskId metrics.
 
-    ``loggers``: extra Avalanche loggers (for example a :class:`MINDWandBLogger`);
+    ``loggers``: extra Avalanche loggers (for example a :class:`MINDWandBLogger`;
+    None entries, e.g. :func:`wandb_logger_from_args` without ``--wandb``, are skipped);
     ``interactive``: also print with Avalanche's ``InteractiveLogger`` (off for
     ``--quiet`` scripts). Forgetting is Avalanche's ``forgetting_metrics``, which
     reads the TAg output.
@@ -135,7 +72,7 @@ def mind_evaluator(*loggers, interactive: bool = True, forgetting: bool = True) 
     ]
     if forgetting:
         metrics.append(forgetting_metrics(experience=True, stream=True))
-    all_loggers = ([InteractiveLogger()] if interactive else []) + list(loggers)
+    all_loggers = ([InteractiveLogger()] if interactive else []) + [lg for lg in loggers if lg is not None]
     with warnings.catch_warnings():
         # Without loggers the metrics are still computed and returned by eval().
         warnings.filterwarnings("ignore", message="No loggers specified")
@@ -302,6 +239,7 @@ class MINDWandBLogger(WandBLogger):
         axes = {
             "teacher/*": "epoch/teacher",
             "distillation/*": "epoch/distillation",
+            "train/*": "epoch/train",  # strategies other than MIND (benchmarks/compare.py)
             "capacity/*": "trainer/experience",
             "eval/*": "trainer/experience",
             "forgetting/*": "trainer/experience",
@@ -461,14 +399,16 @@ class MINDWandBLogger(WandBLogger):
         self._epoch_loss.update(strategy)
 
     def after_training_epoch(self, strategy: "MIND", *args, **kwargs) -> None:
+        # MIND's training loop is its distillation phase; another strategy's is plain training.
+        phase = "distillation" if hasattr(strategy, "teacher_plugin") else "train"
         task = getattr(strategy, "current_task", self._trained)
         self._log(
             {
-                "distillation/loss": self._epoch_loss.mean,
-                "distillation/lr": self._epoch_lr,
-                "distillation/experience": task,
-                "distillation/epoch_in_experience": strategy.clock.train_exp_epochs,
-                "epoch/distillation": self._distill_epoch,
+                f"{phase}/loss": self._epoch_loss.mean,
+                f"{phase}/lr": self._epoch_lr,
+                f"{phase}/experience": task,
+                f"{phase}/epoch_in_experience": strategy.clock.train_exp_epochs,
+                f"epoch/{phase}": self._distill_epoch,
             }
         )
         self._distill_epoch += 1
@@ -577,12 +517,16 @@ def add_wandb_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
 
 
 def wandb_logger_from_args(
-    args: argparse.Namespace, config: Optional[Mapping[str, Any]] = None
+    args: argparse.Namespace, config: Optional[Mapping[str, Any]] = None, **overrides: Any
 ) -> Optional[MINDWandBLogger]:
-    """The logger the ``--wandb`` options ask for, or None when ``--wandb`` is not given."""
+    """The logger the ``--wandb`` options ask for, or None when ``--wandb`` is not given.
+
+    ``overrides``: :class:`MINDWandBLogger` arguments that replace the options'
+    (e.g. ``run_name`` and ``group`` when one command logs several runs).
+    """
     if not getattr(args, "wandb", False):
         return None
-    return MINDWandBLogger(
+    kwargs: Dict[str, Any] = dict(
         project=args.wandb_project,
         entity=args.wandb_entity,
         run_name=args.wandb_run_name,
@@ -591,6 +535,8 @@ def wandb_logger_from_args(
         dir=args.wandb_dir,
         config=config,
     )
+    kwargs.update(overrides)
+    return MINDWandBLogger(**kwargs)
 
 
 # -------------------------------------------------- reading an offline run
@@ -696,8 +642,6 @@ def read_offline_run(run_dir: Union[str, os.PathLike], wait: float = 30.0) -> Of
 
 __all__ = [
     "AccuracyMatrix",
-    "DistillationProgressPlugin",
-    "EpochLoss",
     "MINDWandBLogger",
     "OfflineRun",
     "accuracy_matrix_figure",

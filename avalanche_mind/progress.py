@@ -1,9 +1,20 @@
-"""Progress bars for the teacher and distillation phases (tqdm), silenced by ``verbose=False``."""
+"""Progress bars for MIND's two phases: one per-epoch tqdm bar each, with loss and learning rate.
+
+The teacher phase draws its bar itself (:class:`~avalanche_mind.plugins.teacher.TeacherPlugin`);
+the distillation phase, which is the template's own training loop, draws it
+through :class:`DistillationProgressPlugin`, which MIND always adds to its plugins.
+Both show only when the strategy's ``verbose`` is true (``--quiet`` in scripts
+turns it off), and write to stderr.
+"""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from avalanche.core import SupervisedPlugin
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from avalanche_mind.strategy import MIND
 
 
 class _PhaseBar:
@@ -23,3 +34,60 @@ class _PhaseBar:
 def progress_bar(strategy: Any, total: int, desc: str) -> _PhaseBar:
     """A per-epoch bar showing loss and learning rate, if the strategy is verbose."""
     return _PhaseBar(total, desc, bool(getattr(strategy, "verbose", False)))
+
+
+class EpochLoss:
+    """Mean of ``strategy.loss`` over an epoch's minibatches, weighted by their size."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.count = 0
+
+    def reset(self) -> None:
+        self.total, self.count = 0.0, 0
+
+    def update(self, strategy) -> None:
+        n = len(strategy.mb_y) if getattr(strategy, "mb_y", None) is not None else 1
+        self.total += float(strategy.loss.detach()) * n
+        self.count += n
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else float("nan")
+
+
+def current_lr(strategy) -> float:
+    """The learning rate of the strategy's optimizer (first parameter group)."""
+    return float(strategy.optimizer.param_groups[0]["lr"])
+
+
+class DistillationProgressPlugin(SupervisedPlugin):
+    """A per-epoch bar for the distillation phase: mean loss and the learning rate used in the epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bar = None
+        self._loss = EpochLoss()
+        self._lr = float("nan")
+
+    def before_training_exp(self, strategy: "MIND", **kwargs) -> None:
+        self._bar = progress_bar(strategy, strategy.train_epochs, f"distillation exp {strategy.current_task}")
+
+    def before_training_epoch(self, strategy: "MIND", **kwargs) -> None:
+        self._loss.reset()
+        self._lr = current_lr(strategy)
+
+    def after_training_iteration(self, strategy: "MIND", **kwargs) -> None:
+        self._loss.update(strategy)
+
+    def after_training_epoch(self, strategy: "MIND", **kwargs) -> None:
+        if self._bar is not None:
+            self._bar.update(loss=self._loss.mean, lr=self._lr)
+
+    def after_training_exp(self, strategy: "MIND", **kwargs) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+__all__ = ["DistillationProgressPlugin", "EpochLoss", "current_lr", "progress_bar"]

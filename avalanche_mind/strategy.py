@@ -33,6 +33,7 @@ from avalanche_mind.plugins.allocation import AllocationPlugin
 from avalanche_mind.plugins.batchnorm import BatchNormPlugin
 from avalanche_mind.plugins.gating import GatingPlugin
 from avalanche_mind.plugins.teacher import IndexedDataset, OptimizerFactory, TeacherPlugin
+from avalanche_mind.progress import DistillationProgressPlugin
 from avalanche_mind.state import MINDState
 
 
@@ -65,7 +66,10 @@ class MIND(SupervisedTemplate):
     :param model: any model with Conv2d/Linear layers; gated in place if it is not
         already (see :func:`avalanche_mind.gate_model`). Its last Linear layer is the
         classifier, whose width bounds the class ids.
-    :param n_experiences: how many experiences the model's capacity is split into.
+    :param n_experiences: how many experiences the model's capacity is split into
+        (``capacity="equal"``), or, with a fractional ``capacity``, only an upper
+        bound on the number of experiences (it sizes the int8/int16 ownership map);
+        training one experience more is refused in both cases.
     :param teacher_epochs: epochs of the teacher phase; ``train_epochs``: epochs of
         the distillation phase.
     :param beta: weight of the distillation term. ``distill_loss``: "js", "kl",
@@ -80,11 +84,15 @@ class MIND(SupervisedTemplate):
         (``milestones``, ``lr_gamma``) steps it once per epoch.
     :param teacher_optimizer: callable ``params -> Optimizer`` for the teacher phase
         (default AdamW(teacher_lr, weight_decay)); MultiStepLR(``teacher_milestones``).
-    :param capacity: "equal" (numel // n_experiences per layer, the paper's rule) or
-        a float fraction of the FREE weights given to each experience.
+    :param capacity: "equal" (numel // n_experiences per layer, the paper's rule,
+        which needs the stream length in advance) or a float ``f`` in (0, 1): each
+        experience gets the fraction ``f`` of the weights still FREE in every layer
+        (experience ``t`` about ``f * (1 - f) ** t`` of it), which needs no stream
+        length: for example ``capacity=0.1, n_experiences=100`` trains any stream of up
+        to 100 experiences.
     :param seed: seed of the allocation and teacher initialisation (default:
         ``torch.initial_seed()``).
-    :param verbose: show progress bars for both phases.
+    :param verbose: show a progress bar (loss, learning rate) for each phase of each experience.
     """
 
     def __init__(
@@ -172,6 +180,7 @@ class MIND(SupervisedTemplate):
             AllocationPlugin("magnitude" if self_distillation else "random"),
             GatingPlugin(),
             BatchNormPlugin(),
+            DistillationProgressPlugin(),  # the teacher's bar is drawn by the TeacherPlugin
         ]
         super().__init__(
             model=model,
@@ -219,7 +228,8 @@ class MIND(SupervisedTemplate):
             raise ValueError(
                 f"MIND was built with n_experiences={self.n_experiences} and has trained "
                 f"{self.state.n_tasks} experiences: no capacity is left for another. Build MIND "
-                "with n_experiences equal to the stream length (see also capacity=<fraction>)."
+                "with n_experiences equal to the stream length, or with capacity=<fraction> and "
+                "n_experiences a generous upper bound (e.g. capacity=0.1, n_experiences=100)."
             )
         classes = experience_classes(self.experience)
         if self.n_outputs is not None and classes and classes[-1] >= self.n_outputs:

@@ -7,6 +7,7 @@ Usage (from the repository root)::
     python benchmarks/compare.py --preset cifar100 --data-root ~/data --seeds 0 1 2 --device cuda
     python benchmarks/compare.py --tiny --out /tmp/smoke   # seconds; what the tests run
     python benchmarks/compare.py --list-presets
+    python benchmarks/compare.py --tiny --strategies mind naive --wandb --wandb-mode offline
 
 Strategies: MIND, MIND with self-distillation, MIND's PackNet-like ablation
 (self-distillation, beta 0, BatchNorm frozen after the first experience), Avalanche's
@@ -15,6 +16,10 @@ on the same backbone and data. After each training experience every strategy is
 evaluated on the whole test stream; the run writes ``results.json`` (every figure
 and the accuracy matrices), ``results.csv``, ``results.md`` (the table, also
 printed) and PNG plots under ``--out`` (default ``results/<benchmark>-<timestamp>/``).
+With ``--wandb`` every (strategy, seed) is also one Weights & Biases run, grouped
+by the run name: its configuration (the preset, benchmark and strategy), the
+per-experience TAg/TAw/TaskId accuracies, the accuracy matrices (table and
+heatmap), forgetting, loss curves, and the final figures in the run's summary.
 
 Exit status: 0 on success, 2 when the benchmark's data is missing (the data
 module's message is printed, without a stack trace) or an argument is invalid.
@@ -300,10 +305,34 @@ def _row(values: Dict[int, float], n: int) -> List[Optional[float]]:
     return [values.get(j) for j in range(n)]
 
 
+def wandb_config(name: str, spec: StrategySpec, base: RunContext, seed: int) -> Dict[str, Any]:
+    """What a W&B run of one (strategy, seed) records as its configuration."""
+    preset = base.preset
+    return {
+        "method": name,
+        "method_label": spec.label,
+        "seed": seed,
+        "device": base.device,
+        "preset": preset.to_dict(),
+        "benchmark": {"name": preset.benchmark, **dict(preset.benchmark_kwargs), "scenario": base.scenario,
+                      "n_experiences": base.n_experiences, "num_classes": base.num_classes,
+                      "in_channels": base.in_channels},
+    }
+
+
 def run_strategy(
-    name: str, spec: StrategySpec, base: RunContext, benchmark, seed: int, log: Callable[[str], None]
+    name: str,
+    spec: StrategySpec,
+    base: RunContext,
+    benchmark,
+    seed: int,
+    log: Callable[[str], None],
+    make_wandb_logger: Optional[Callable[[str, int, Dict[str, Any]], Any]] = None,
 ) -> Dict[str, Any]:
-    """Train ``name`` on the stream, evaluate after each experience, measure time, memory and parameters."""
+    """Train ``name`` on the stream, evaluate after each experience, measure time, memory and parameters.
+
+    ``make_wandb_logger(name, seed, config)``: builds the W&B logger of this run (``--wandb``).
+    """
     from avalanche.training.plugins import EvaluationPlugin
 
     from avalanche_mind.metrics import mind_metrics
@@ -311,7 +340,9 @@ def run_strategy(
 
     collector = _metric_logger()
     probe = _probe_plugin()
-    evaluator = EvaluationPlugin(*mind_metrics(experience=True, stream=False), loggers=[collector])
+    wandb_logger = make_wandb_logger(name, seed, wandb_config(name, spec, base, seed)) if make_wandb_logger else None
+    loggers = [collector] + ([wandb_logger] if wandb_logger is not None else [])
+    evaluator = EvaluationPlugin(*mind_metrics(experience=True, stream=False), loggers=loggers)
     ctx = dataclasses.replace(base, seed=seed, evaluator=evaluator, plugins=[probe])
     train_stream, test_stream = benchmark.train_stream, benchmark.test_stream
     n_test = len(list(test_stream))
@@ -375,6 +406,13 @@ def run_strategy(
         "curve_taw": seen_curve(taw, trained),
         "normalisation": normalisation,
     }
+    if wandb_logger is not None:
+        if wandb_logger.run is not None:
+            wandb_logger.run.summary.update(
+                {f"final/{k}": run[k] for k in ("tag", "taw", "taskid", "forgetting_tag", "forgetting_taw",
+                                                 "params_model", "params_kept", "wall_time_s") if run[k] is not None}
+            )
+        wandb_logger.finish()
     taw_text = "n/a" if run["taw"] is None else f"{100 * run['taw']:.1f}%"
     log(f"  [{name} seed {seed}] done: TAg {100 * (run['tag'] or 0):.1f}%, TAw {taw_text}, "
         f"{run['wall_time_s']:.0f} s")
@@ -441,6 +479,7 @@ def run(
     data_root: Optional[str],
     device: str,
     log: Callable[[str], None],
+    make_wandb_logger: Optional[Callable[[str, int, Dict[str, Any]], Any]] = None,
 ) -> Dict[str, Any]:
     start = time.perf_counter()
     log(f"Loading benchmark {preset.benchmark} ...")
@@ -476,7 +515,7 @@ def run(
     for name in strategies:
         spec = STRATEGIES[name]
         log(f"Strategy {spec.label}")
-        runs = [run_strategy(name, spec, base, benchmark, seed, log) for seed in seeds]
+        runs = [run_strategy(name, spec, base, benchmark, seed, log, make_wandb_logger) for seed in seeds]
         entry = {
             "label": spec.label,
             "normalisation": runs[0]["normalisation"],
@@ -505,6 +544,8 @@ def run(
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from avalanche_mind.logging import add_wandb_arguments
+
     parser = argparse.ArgumentParser(
         prog="compare",
         description="Compare MIND with PackNet, LwF, Naive and Joint training on one benchmark.",
@@ -527,7 +568,27 @@ def build_parser() -> argparse.ArgumentParser:
                              "OpenMP's spinning threads slow down 5-8x on a shared, busy machine; torch's default on GPU)")
     parser.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     parser.add_argument("--quiet", action="store_true", help="print only the final table")
+    wandb = add_wandb_arguments(parser)
+    wandb.description = (
+        "One W&B run per (strategy, seed), named <run name>-<strategy>-seed<seed>\n"
+        "and grouped by the run name (default: <preset>-<timestamp>)."
+    )
     return parser
+
+
+def wandb_factory(args: argparse.Namespace, preset: Preset, stamp: str):
+    """``make_wandb_logger(name, seed, config)`` for ``run``, or None without ``--wandb``."""
+    if not args.wandb:
+        return None
+    from avalanche_mind.logging import wandb_logger_from_args
+
+    group = args.wandb_run_name or f"{preset.name}-{stamp}"
+
+    def make(name: str, seed: int, config: Dict[str, Any]):
+        return wandb_logger_from_args(args, config, run_name=f"{group}-{name}-seed{seed}", group=group,
+                                      tags=[*args.wandb_tags, preset.name, name])
+
+    return make
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -555,7 +616,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         import torch
 
         torch.set_num_threads(threads)
-    out = args.out or Path("results") / f"{preset.benchmark}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
+    stamp = f"{_dt.datetime.now():%Y%m%d-%H%M%S}"
+    out = args.out or Path("results") / f"{preset.benchmark}-{stamp}"
 
     def log(message: str) -> None:
         if not args.quiet:
@@ -563,7 +625,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         run(preset, seeds=args.seeds, strategies=args.strategies, out=out, data_root=args.data_root,
-            device=device, log=log)
+            device=device, log=log, make_wandb_logger=wandb_factory(args, preset, stamp))
     except FileNotFoundError as error:
         print(f"error: the data of benchmark {preset.benchmark!r} is missing.\n{error}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ from torch import nn
 
 from avalanche_mind import MIND, gate_model
 from avalanche_mind.data import glyph_class_incremental
-from avalanche_mind.logging import mind_evaluator
+from avalanche_mind.logging import add_wandb_arguments, mind_evaluator, wandb_logger_from_args
 
 
 class MyNet(nn.Module):
@@ -35,16 +35,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--small", action="store_true", default=os.environ.get("AVALANCHE_MIND_SMALL") == "1",
                         help="tiny sizes for a smoke run (also: AVALANCHE_MIND_SMALL=1)")
-    small = parser.parse_args().small
-    n_exp, n_classes, per_class, epochs, width = (3, 6, 20, 2, 8) if small else (5, 20, 100, 10, 32)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (for scripts and logs)")
+    add_wandb_arguments(parser)  # --wandb [--wandb-mode offline --wandb-project ...]: log to W&B
+    args = parser.parse_args()
+    n_exp, n_classes, per_class, epochs, width = (3, 6, 20, 2, 8) if args.small else (5, 20, 100, 10, 32)
     torch.manual_seed(0)
 
     benchmark = glyph_class_incremental(n_experiences=n_exp, n_classes=n_classes, train_per_class=per_class,
                                         test_per_class=per_class // 2, image_size=32)
     model = gate_model(MyNet(n_classes, width))  # in place; returns the model
+    logger = wandb_logger_from_args(args, config={"benchmark": "glyphs", "model": "MyNet"})  # None without --wandb
     strategy = MIND(model=model, n_experiences=n_exp, train_mb_size=32, teacher_epochs=epochs,
-                    train_epochs=epochs, milestones=[], teacher_milestones=[], seed=0,
-                    evaluator=mind_evaluator(interactive=False))
+                    train_epochs=epochs, milestones=[], teacher_milestones=[], seed=0, verbose=not args.quiet,
+                    evaluator=mind_evaluator(logger, interactive=False))
     for experience in benchmark.train_stream:
         strategy.train(experience)
         results = strategy.eval(benchmark.test_stream)
@@ -55,6 +58,8 @@ def main() -> None:
     # Who owns what: fraction of each gated layer's weights given to some experience.
     for layer, used in strategy.ownership.capacity_used().items():
         print(f"  {layer:12s} {100 * used:5.1f}% of the weights allocated")
+    if logger is not None:
+        logger.finish()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import torch
 from avalanche_mind import MIND, small_cnn
 from avalanche_mind.checkpoint import CheckpointPlugin, load_checkpoint
 from avalanche_mind.data import glyph_class_incremental
-from avalanche_mind.logging import mind_evaluator
+from avalanche_mind.logging import add_wandb_arguments, mind_evaluator, wandb_logger_from_args
 from avalanche_mind.predictor import Predictor
 
 
@@ -26,19 +26,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", default=os.environ.get("AVALANCHE_MIND_SMALL") == "1",
                         help="tiny sizes for a smoke run (also: AVALANCHE_MIND_SMALL=1)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (for scripts and logs)")
     parser.add_argument("--checkpoint", default="mind-glyphs.pt", help="checkpoint file (default: %(default)s)")
     parser.add_argument("--stop-after", type=int, default=None, metavar="K",
                         help="simulate an interruption: stop once K experiences are trained")
+    add_wandb_arguments(parser)  # --wandb: the resumed run continues the W&B curves (logger state is checkpointed)
     args = parser.parse_args()
     n_exp, n_classes, per_class, epochs = (3, 6, 20, 2) if args.small else (5, 20, 100, 10)
 
     torch.manual_seed(0)
     benchmark = glyph_class_incremental(n_experiences=n_exp, n_classes=n_classes, train_per_class=per_class,
                                         test_per_class=per_class // 2, image_size=32)
+    logger = wandb_logger_from_args(args, config={"benchmark": "glyphs"})  # None without --wandb
     strategy = MIND(model=small_cnn(n_classes), n_experiences=n_exp, train_mb_size=32, teacher_epochs=epochs,
-                    train_epochs=epochs, milestones=[], teacher_milestones=[], seed=0,
+                    train_epochs=epochs, milestones=[], teacher_milestones=[], seed=0, verbose=not args.quiet,
                     plugins=[CheckpointPlugin(args.checkpoint)],  # saved atomically after every experience
-                    evaluator=mind_evaluator(interactive=False))
+                    evaluator=mind_evaluator(logger, interactive=False))
     if Path(args.checkpoint).is_file():
         done = load_checkpoint(strategy, args.checkpoint).n_trained  # weights, ownership, BN, RNGs, ...
         print(f"resuming: {done} of {n_exp} experiences already trained")
@@ -49,7 +52,11 @@ def main() -> None:
               f"TAg {results['Top1_TAg_Acc_Stream/eval_phase/test_stream/Task000']:.3f}")
         if args.stop_after is not None and strategy.state.n_tasks >= args.stop_after:
             print(f"stopping after {strategy.state.n_tasks} experiences; run again to resume")
-            return
+            break
+    if logger is not None:
+        logger.finish()
+    if strategy.state.n_tasks < n_exp:
+        return
 
     # Inference without a strategy: the user supplies the architecture.
     predictor = Predictor.from_checkpoint(args.checkpoint, small_cnn(n_classes))

@@ -20,6 +20,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--small", action="store_true", default=os.environ.get("AVALANCHE_MIND_SMALL") == "1",
                         help="tiny sizes for a smoke run (also: AVALANCHE_MIND_SMALL=1)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (for scripts and logs)")
     add_wandb_arguments(parser)  # --wandb, --wandb-project, --wandb-entity, --wandb-run-name, --wandb-tags, ...
     parser.set_defaults(wandb=True, wandb_mode="offline", wandb_run_name="glyphs-example")
     args = parser.parse_args()
@@ -31,7 +32,7 @@ def main() -> None:
     logger = wandb_logger_from_args(args, config={"benchmark": {"name": "glyphs", "n_experiences": n_exp,
                                                                 "n_classes": n_classes, "train_per_class": per_class}})
     strategy = MIND(model=small_cnn(n_classes), n_experiences=n_exp, train_mb_size=32, teacher_epochs=epochs,
-                    train_epochs=epochs, milestones=[], teacher_milestones=[], seed=0,
+                    train_epochs=epochs, milestones=[], teacher_milestones=[], seed=0, verbose=not args.quiet,
                     evaluator=mind_evaluator(logger, interactive=False))
     for experience in benchmark.train_stream:
         strategy.train(experience)

@@ -17,6 +17,7 @@ from avalanche_mind.checkpoint import (
     save_checkpoint,
 )
 from avalanche_mind.data.toy import toy_class_incremental
+from avalanche_mind.layers import unpack_owner
 
 N_EXP = 3
 TINY = dict(teacher_epochs=2, train_epochs=2, train_mb_size=16, eval_mb_size=64,
@@ -111,8 +112,13 @@ def test_checkpoint_holds_only_plain_values_and_is_written_atomically(saved, tmp
     assert payload["format"] == "avalanche-mind-checkpoint"
     assert body["n_trained"] == 2
     assert set(body) >= {"model", "mind_state", "optimizer", "scheduler", "generator", "rng", "hyperparameters"}
-    owners = [k for k in body["model"] if k.endswith(".owner")]
-    assert owners and all(body["model"][k].dtype == torch.int8 for k in owners)  # the ownership map
+    # The ownership map, packed two owner ids per byte, unpacks to the strategy's own.
+    owners = {k: v for k, v in strategy.model.state_dict().items() if k.endswith(".owner")}
+    assert owners
+    for key, owner in owners.items():
+        packed = body["model"][key]
+        assert packed.dtype == torch.uint8 and packed.numel() == (owner.numel() + 1) // 2
+        assert torch.equal(unpack_owner(packed, owner.shape), owner)
     assert len(body["mind_state"]["bn_snapshots"]) == 2
     assert body["hyperparameters"]["n_experiences"] == N_EXP
     assert [p.name for p in path.parent.iterdir()] == ["mind.pt"]  # no temporary file left behind

@@ -79,6 +79,8 @@ def test_train_then_evaluate_the_checkpoint(tmp_path, capsys):
     for key in ("TAg", "TAw", "TaskId"):  # no strategy, same numbers
         assert summary[key] == pytest.approx(final[key])
     assert "TAg" in out and len(json.loads(report.read_text())["experiences"]) == 3
+    code, out, _ = run_cli(["evaluate", ckpt, "--quiet"], capsys)
+    assert code == 0 and out.strip().splitlines()[0].startswith("all: TAg")  # no table, only the summary
 
 
 class Interrupted(Exception):

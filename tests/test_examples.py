@@ -26,9 +26,11 @@ EXPECTED = {
                          "accuracy_matrix/test/table._type: yes", "accuracy_matrix/test/heatmap._type: yes"],
     "resume_from_checkpoint.py": ["resuming: 1 of 3 experiences already trained", "TAg classes"],
 }
-# The resume example runs twice: stopped after one experience, then resumed.
-RUNS = [(p, ["--stop-after", "1"]) for p in EXAMPLES if p.name == "resume_from_checkpoint.py"] + [
-    (p, []) for p in EXAMPLES
+# The resume example runs twice, logging to W&B offline: stopped after one experience, then resumed.
+WANDB = ["--wandb", "--wandb-mode", "offline"]
+ARGS = {p.name: WANDB if p.name == "resume_from_checkpoint.py" else [] for p in EXAMPLES}
+RUNS = [(p, ["--stop-after", "1", *ARGS[p.name]]) for p in EXAMPLES if p.name == "resume_from_checkpoint.py"] + [
+    (p, ARGS[p.name]) for p in EXAMPLES
 ]
 
 DRIVER = textwrap.dedent(
@@ -77,18 +79,30 @@ def report(tmp_path_factory):
 
 def test_every_example_is_covered():
     assert {p.name for p in EXAMPLES} == set(EXPECTED)
+    for path in EXAMPLES:  # scripts can silence the progress bars
+        assert '"--quiet"' in path.read_text() and "verbose=not args.quiet" in path.read_text(), path.name
+
+
+def test_pipeline_example_is_a_short_avalanche_pipeline():
+    text = (ROOT / "examples" / "avalanche_pipeline.py").read_text()
+    pipeline = text.split("# --- an ordinary Avalanche pipeline", 1)[1].split("\n# ---", 1)[0]
+    code = [line for line in pipeline.splitlines()[1:] if line.strip() and not line.lstrip().startswith("#")]
+    assert 8 <= len(code) <= 16, len(code)
+    assert "strategy = MIND(" in pipeline and "strategy.train(experience)" in pipeline
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_runs(path, report):
     runs, base = report
     if path.name == "resume_from_checkpoint.py":
-        first = runs[(path.name, ("--stop-after", "1"))]
+        first = runs[(path.name, ("--stop-after", "1", *ARGS[path.name]))]
         assert first["status"] == 0, first["stdout"]
         assert "stopping after 1 experiences" in first["stdout"]
-    run = runs[(path.name, ())]
+    run = runs[(path.name, tuple(ARGS[path.name]))]
     assert run["status"] == 0, f"{path.name} failed:\n{run['stdout'][-4000:]}"
     for text in EXPECTED[path.name]:
         assert text in run["stdout"], f"{path.name} did not print {text!r}:\n{run['stdout'][-4000:]}"
     if path.name == "resume_from_checkpoint.py":
         assert (base / path.stem / "mind-glyphs.pt").is_file()
+        # Two runs from the two resume processes, one from wandb_logging.py.
+        assert len(list((base / "wandb" / "wandb").glob("offline-run-*"))) >= 3

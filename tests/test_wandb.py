@@ -1,4 +1,4 @@
-"""W&B logging (offline, no network) and the distillation progress bar."""
+"""W&B logging, offline (no network): what a run directory holds after a small MIND run."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +15,6 @@ from PIL import Image
 from avalanche_mind import MIND, mind_metrics, small_cnn
 from avalanche_mind.data.toy import toy_class_incremental
 from avalanche_mind.logging import (
-    DistillationProgressPlugin,
     MINDWandBLogger,
     add_wandb_arguments,
     forgetting_from_matrix,
@@ -152,6 +151,7 @@ def test_accuracy_matrix_as_table_and_image(logged_run):
     assert column(run, "forgetting/test/TAw")[-1] == 0
     assert column(run, "forgetting/test/TAg")[-1] == pytest.approx(forgetting_from_matrix(tag))
 
+    assert {"accuracy_matrix/test/table._type", "accuracy_matrix/test/heatmap._type"} <= set(run.keys())
     tables = sorted((run.path / "files").rglob("accuracy_matrix/test/table_*.table.json"),
                     key=lambda p: int(p.name.split("_")[1]))
     images = list((run.path / "files").rglob("accuracy_matrix/test/heatmap_*.png"))
@@ -191,28 +191,6 @@ def test_forgetting_from_matrix():
     assert math.isnan(forgetting_from_matrix(a[:1]))
 
 
-def test_distillation_progress_bar(capsys, monkeypatch):
-    import functools
-
-    import avalanche_mind.progress
-
-    # Redraw at every epoch, however fast (tqdm otherwise waits 0.1 s between redraws).
-    monkeypatch.setattr(avalanche_mind.progress, "tqdm", functools.partial(avalanche_mind.progress.tqdm, mininterval=0))
-    evaluator = EvaluationPlugin(loggers=[])
-    # Two instances (one from MIND, one from a script) still draw one bar.
-    plugins = [DistillationProgressPlugin(), DistillationProgressPlugin()]
-    benchmark, strategy = tiny_mind(evaluator, plugins=plugins, verbose=True)
-    strategy.train(benchmark.train_stream[0])
-    err = capsys.readouterr().err
-    assert "teacher exp 0" in err and err.count("distillation exp 0:   0%") == 1
-    bar = err[err.rindex("distillation exp 0"):]
-    assert f"{EPOCHS}/{EPOCHS}" in bar and "loss=" in bar and "lr=0.005" in bar
-
-    strategy.verbose = False  # --quiet: no bar at all
-    strategy.train(benchmark.train_stream[1])
-    assert "exp 1" not in capsys.readouterr().err
-
-
 def test_logger_state_survives_a_checkpoint(logged_run, offline):
     _, logger, _, _, _ = logged_run
     resumed = MINDWandBLogger(mode="disabled")
@@ -221,3 +199,34 @@ def test_logger_state_survives_a_checkpoint(logged_run, offline):
         np.testing.assert_array_equal(resumed.accuracy_matrix(kind), logger.accuracy_matrix(kind))
     assert resumed.state_dict() == logger.state_dict()
     resumed.finish()
+
+
+def test_compare_runner_logs_one_offline_run_per_strategy_and_seed(tmp_path, offline):
+    from benchmarks import compare
+
+    out, wandb_dir = tmp_path / "out", tmp_path / "w"
+    status = compare.main(["--tiny", "--strategies", "mind", "naive", "--out", str(out), "--quiet", "--wandb",
+                           "--wandb-mode", "offline", "--wandb-dir", str(wandb_dir), "--wandb-run-name", "smoke"])
+    assert status == 0
+    result = json.loads((out / "results.json").read_text())
+    runs = [read_offline_run(d) for d in sorted((wandb_dir / "wandb").glob("offline-run-*"))]
+    assert sorted(r.config["method"] for r in runs) == ["mind", "naive"]
+    for run in runs:
+        name = run.config["method"]
+        figures = result["strategies"][name]["runs"][0]
+        assert run.complete and run.config["seed"] == 0 and run.config["preset"]["name"] == "tiny"
+        assert run.config["benchmark"]["name"] == "toy" and run.config["benchmark"]["n_experiences"] == N_EXP
+        kinds = ("TAg", "TAw", "TaskId") if name == "mind" else ("TAg", "TAw")
+        for kind in kinds:  # each logged accuracy equals the runner's own matrix
+            matrix = figures[f"{kind.lower()}_matrix"]
+            for j in range(N_EXP):
+                measured = [row[j] for row in matrix if row[j] is not None]  # TAw: once j is trained
+                assert column(run, f"Top1_{kind}_Acc_Exp/{EXP.format(j)}") == measured
+        keys = set(run.keys())
+        assert {"accuracy_matrix/test/table._type", "accuracy_matrix/test/heatmap._type", "forgetting/test/TAg"} <= keys
+        assert run.summary["final/tag"] == figures["tag"] and run.summary["final/params_kept"] == figures["params_kept"]
+        if name == "mind":
+            assert run.config["mind"]["teacher_epochs"] == 1
+            assert {"teacher/loss", "distillation/loss", "capacity/total"} <= keys
+        else:  # a baseline's training loss is not called distillation
+            assert "train/loss" in keys and not any(k.startswith(("teacher/", "distillation/")) for k in keys)

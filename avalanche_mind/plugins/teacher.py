@@ -125,9 +125,10 @@ class TeacherPlugin(SupervisedPlugin):
                     guard.restore()
                 total += float(loss.detach()) * len(y)
                 count += len(y)
+            lr = optimizer.param_groups[0]["lr"]  # the rate this epoch used, before the scheduler steps
             scheduler.step()
             self.losses.append(total / max(count, 1))
-            bar.update(loss=self.losses[-1], lr=optimizer.param_groups[0]["lr"])
+            bar.update(loss=self.losses[-1], lr=lr)
         bar.close()
 
     @torch.no_grad()
