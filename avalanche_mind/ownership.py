@@ -31,7 +31,10 @@ class OwnershipMap:
     ``capacity`` is how many FREE weights of a layer an experience receives:
     ``"equal"`` gives ``numel // n_experiences`` (the paper's rule, which needs the
     number of experiences in advance); a float ``f`` in (0, 1) gives the fraction
-    ``f`` of the weights still FREE, which needs no such knowledge.
+    ``f`` of the weights still FREE (at least one while any is FREE), which needs no
+    such knowledge: experience ``t`` gets about ``f * (1 - f) ** t`` of a layer, and
+    ``n_experiences`` is then only an upper bound on the number of experiences (it
+    sizes the owner dtype: int8 up to 127 experiences, int16 beyond).
     """
 
     def __init__(self, model: nn.Module, n_experiences: int, capacity: Capacity = "equal") -> None:
@@ -57,9 +60,13 @@ class OwnershipMap:
 
     def subnetwork_mask(self, layer: GatedLayer, task: int, weight_sharing: bool) -> Tensor:
         """Float 0/1 mask of the weights of ``task``'s sub-network in ``layer``."""
+        return self.subnetwork_selection(layer, task, weight_sharing).to(layer.weight.dtype)
+
+    @staticmethod
+    def subnetwork_selection(layer: GatedLayer, task: int, weight_sharing: bool) -> Tensor:
+        """Boolean mask of the weights of ``task``'s sub-network in ``layer``."""
         owner = layer.owner
-        selected = (owner >= 0) & (owner <= task) if weight_sharing else owner == task
-        return selected.to(layer.weight.dtype)
+        return (owner >= 0) & (owner <= task) if weight_sharing else owner == task
 
     def owned_by(self, layer: GatedLayer, owner: int) -> Tensor:
         """Boolean mask of the weights of ``layer`` whose owner is ``owner`` (FREE allowed)."""
@@ -74,9 +81,13 @@ class OwnershipMap:
 
     # ----------------------------------------------------------------- gating
     def activate(self, task: int, weight_sharing: bool) -> None:
-        """Gate every layer's forward pass to the sub-network of ``task``."""
+        """Gate every layer's forward pass to the sub-network of ``task``.
+
+        The mask is kept boolean (one byte per weight instead of four while a task
+        trains); ``weight * mask`` promotes it, with the same values as a float mask.
+        """
         for layer in self.layers.values():
-            layer.mask = self.subnetwork_mask(layer, task, weight_sharing)
+            layer.mask = self.subnetwork_selection(layer, task, weight_sharing)
 
     def activate_dense(self) -> None:
         """Forward passes use every weight (the self-distillation teacher)."""
@@ -88,7 +99,8 @@ class OwnershipMap:
         n_free = int((layer.owner == FREE).sum())
         if self.capacity == "equal":
             return min(layer.weight.numel() // self.n_experiences, n_free)
-        return min(int(round(self.capacity * n_free)), n_free)
+        # At least one weight while any is FREE, so a late experience is never empty.
+        return min(max(int(round(self.capacity * n_free)), 1), n_free)
 
     def allocate(
         self,
@@ -108,6 +120,16 @@ class OwnershipMap:
         """
         if rule not in ("random", "magnitude"):
             raise ValueError(f"unknown allocation rule {rule!r}; use 'random' or 'magnitude'")
+        if not 0 <= task < self.n_experiences:
+            policy = (
+                f"capacity='equal' splits each layer into n_experiences={self.n_experiences} parts"
+                if self.capacity == "equal"
+                else f"n_experiences={self.n_experiences} is the upper bound this map was built for"
+            )
+            raise ValueError(
+                f"cannot allocate experience {task}: {policy}; ids 0..{self.n_experiences - 1} are allowed. "
+                "Build the map (or MIND) with a larger n_experiences."
+            )
         with torch.no_grad():
             for name, layer in self.layers.items():
                 flat_owner = layer.owner.view(-1)
