@@ -46,6 +46,7 @@ from avalanche.core import SupervisedPlugin
 from torch import Tensor, nn
 
 from avalanche_mind.layers import compact_state_dict, unpack_owner
+from avalanche_mind.state import snapshot_count
 
 if TYPE_CHECKING:
     from avalanche_mind.strategy import MIND
@@ -399,14 +400,7 @@ def checkpoint_payload(strategy: "MIND", extra: Optional[Mapping[str, Any]] = No
         "model_signature": model_signature(strategy.model),
         "model_class": type(strategy.model).__name__,
         "model": {k: v.detach().cpu().clone() for k, v in compact_state_dict(strategy.model).items()},
-        "mind_state": _plain(
-            {
-                **strategy.state.state_dict(),
-                "bn_snapshots": [
-                    {k: v.detach().cpu().clone() for k, v in snap.items()} for snap in strategy.state.bn_snapshots
-                ],
-            }
-        ),
+        "mind_state": _plain(_to_cpu(strategy.state.state_dict())),  # BN snapshots stacked
         "optimizer": _plain(strategy.optimizer.state_dict()),
         "scheduler": _scheduler_state(getattr(strategy, "scheduler", None)),
         "generator": strategy.generator.get_state(),
@@ -539,10 +533,12 @@ def _check_state(body: Mapping[str, Any], path: PathLike) -> None:
     hyper = body["hyperparameters"]
     if not (len(state["slices"]) == len(state["experience_ids"]) == n):
         raise CheckpointError(f"{path} is inconsistent: {n} experiences trained but {len(state['slices'])} slices")
-    if len(state["bn_snapshots"]) not in (n, n - 1) or n > int(hyper["n_experiences"]):
-        raise CheckpointError(
-            f"{path} is inconsistent: {len(state['bn_snapshots'])} BatchNorm snapshots for {n} experiences"
-        )
+    try:
+        n_snapshots = snapshot_count(state)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} is inconsistent: {error}") from error
+    if n_snapshots not in (n, n - 1) or n > int(hyper["n_experiences"]):
+        raise CheckpointError(f"{path} is inconsistent: {n_snapshots} BatchNorm snapshots for {n} experiences")
     for key, value in body["model"].items():
         if not key.endswith("owner") or not value.numel():
             continue
@@ -582,9 +578,7 @@ def load_checkpoint(
 
     device = strategy.device
     strategy.model.load_state_dict(body["model"], strict=True)
-    state = dict(body["mind_state"])
-    state["bn_snapshots"] = [_to_device(s, device) for s in state["bn_snapshots"]]
-    strategy.state.load_state_dict(state)
+    strategy.state.load_state_dict(_to_device(dict(body["mind_state"]), device))
     for cache in ("_slice_cache", "_position_cache"):  # per-task lookups derived from the slices
         getattr(strategy, cache, {}).clear()
 

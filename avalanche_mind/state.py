@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
+import torch
 from torch import Tensor
 
 
@@ -34,13 +35,37 @@ class MINDState:
         return -1
 
     def state_dict(self) -> Dict[str, Any]:
+        """Plain lists and tensors; the BatchNorm snapshots stacked, one tensor per entry.
+
+        Stacking (experiences along dim 0) saves ``torch.save``'s per-tensor overhead,
+        which for small BatchNorm vectors is larger than the data itself.
+        """
+        snapshots = self.bn_snapshots
         return {
             "slices": [list(s) for s in self.slices],
             "experience_ids": list(self.experience_ids),
-            "bn_snapshots": [dict(s) for s in self.bn_snapshots],
+            "n_bn_snapshots": len(snapshots),
+            "bn_snapshots": {k: torch.stack([s[k] for s in snapshots]) for k in snapshots[0]} if snapshots else {},
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict` (also reads a list of per-experience dicts)."""
         self.slices = [list(map(int, s)) for s in state["slices"]]
         self.experience_ids = list(map(int, state["experience_ids"]))
-        self.bn_snapshots = [dict(s) for s in state["bn_snapshots"]]
+        snapshots = state["bn_snapshots"]
+        if isinstance(snapshots, dict):
+            count = snapshot_count(state)
+            snapshots = [{k: v[i] for k, v in snapshots.items()} for i in range(count)]
+        self.bn_snapshots = [dict(s) for s in snapshots]
+
+
+def snapshot_count(state: Dict[str, Any]) -> int:
+    """Number of BatchNorm snapshots in a :meth:`MINDState.state_dict`; ValueError if its tensors disagree."""
+    snapshots = state["bn_snapshots"]
+    if not isinstance(snapshots, dict):
+        return len(snapshots)
+    count = int(state["n_bn_snapshots"])
+    for key, value in snapshots.items():
+        if not isinstance(value, Tensor) or value.dim() == 0 or value.shape[0] != count:
+            raise ValueError(f"BatchNorm snapshot entry {key!r} does not hold {count} experiences")
+    return count

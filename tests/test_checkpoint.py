@@ -119,7 +119,12 @@ def test_checkpoint_holds_only_plain_values_and_is_written_atomically(saved, tmp
         packed = body["model"][key]
         assert packed.dtype == torch.uint8 and packed.numel() == (owner.numel() + 1) // 2
         assert torch.equal(unpack_owner(packed, owner.shape), owner)
-    assert len(body["mind_state"]["bn_snapshots"]) == 2
+    # BatchNorm snapshots: one stacked tensor per entry, one row per experience, equal to the strategy's.
+    stacked = body["mind_state"]["bn_snapshots"]
+    assert body["mind_state"]["n_bn_snapshots"] == 2 and stacked
+    for key, rows in stacked.items():
+        for task in range(2):
+            assert torch.equal(rows[task], strategy.state.bn_snapshots[task][key].cpu())
     assert body["hyperparameters"]["n_experiences"] == N_EXP
     assert [p.name for p in path.parent.iterdir()] == ["mind.pt"]  # no temporary file left behind
 

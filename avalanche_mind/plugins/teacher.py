@@ -73,7 +73,9 @@ class TeacherPlugin(SupervisedPlugin):
         else:
             self.teacher = self._fresh_teacher(strategy)
             self._train(strategy, self.teacher, slice_, guard=None)
-            self.teacher.eval()
+            # From here on the teacher only answers: drop its gradients (a model's worth).
+            self.teacher.eval().requires_grad_(False)
+            self.teacher.zero_grad(set_to_none=True)
 
     def after_training_exp(self, strategy: "MIND", **kwargs) -> None:
         # Free the teacher's memory as soon as its experience is learned.
