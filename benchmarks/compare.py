@@ -86,7 +86,7 @@ def _build_mind(**variant: Any) -> Callable[[RunContext], Any]:
             teacher_epochs=p.teacher_epochs, teacher_milestones=p.teacher_milestones, teacher_lr=p.teacher_lr,
             train_epochs=p.train_epochs, milestones=p.milestones, lr=p.lr, lr_gamma=p.lr_gamma,
             weight_decay=p.weight_decay, beta=p.beta if "beta" not in variant else variant.pop("beta"),
-            temperature=p.temperature, train_mb_size=p.batch_size, eval_mb_size=p.eval_batch_size,
+            temperature=p.temperature, capacity=p.capacity, train_mb_size=p.batch_size, eval_mb_size=p.eval_batch_size,
             device=ctx.device, plugins=ctx.plugins, evaluator=ctx.evaluator, seed=ctx.seed, **variant,
         )
 

@@ -445,43 +445,28 @@ def saved_bytes(obj) -> int:
     return buffer.tell()
 
 
-def stacked_snapshots(snapshots: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
-    """The proposed MINDState format: one tensor per BatchNorm entry, stacked over tasks."""
-    return {k: torch.stack([s[k] for s in snapshots]) for k in snapshots[0]} if snapshots else {}
+def checkpoint_variants(model, n_tasks: int, state: MINDState) -> Dict[str, Any]:
+    """What ``avalanche_mind.checkpoint.save_checkpoint`` writes for this model and state."""
+    from avalanche.training.plugins import EvaluationPlugin
 
+    from avalanche_mind import MIND
+    from avalanche_mind.checkpoint import checkpoint_payload
 
-def checkpoint_variants(model, n_tasks: int, state: MINDState, compact_state_dict) -> Dict[str, Any]:
-    """What ``avalanche_mind.checkpoint.save_checkpoint`` writes for this model and state (if available)."""
-    try:
-        from avalanche.training.plugins import EvaluationPlugin
-
-        from avalanche_mind import MIND
-        from avalanche_mind.checkpoint import checkpoint_payload
-    except ImportError:
-        return {}
     strategy = MIND(model=model, n_experiences=n_tasks, evaluator=EvaluationPlugin(loggers=[]))
     strategy.state.load_state_dict(state.state_dict())
-    out = {"checkpoint file (save_checkpoint), optimizer state empty": checkpoint_payload(strategy)}
-    if compact_state_dict is not None:
-        payload = checkpoint_payload(strategy)
-        body = payload["body"]
-        body["model"] = compact_state_dict(model)
-        body["mind_state"]["bn_snapshots"] = stacked_snapshots(state.bn_snapshots)
-        out["checkpoint file, BN snapshots stacked (proposed, not shipped)"] = payload
+    out = {"after: checkpoint file (save_checkpoint), optimizer state empty": checkpoint_payload(strategy)}
     # After an experience the AdamW moments are there too (two float32 tensors per parameter).
     for param in model.parameters():
         param.grad = torch.zeros_like(param)
     strategy.optimizer.step()
     strategy.optimizer.zero_grad(set_to_none=True)
-    out["checkpoint file (save_checkpoint), with AdamW moments"] = checkpoint_payload(strategy)
+    out["after: checkpoint file (save_checkpoint), with AdamW moments"] = checkpoint_payload(strategy)
     return out
 
 
 def run_state(args) -> Dict[str, Any]:
-    try:
-        from avalanche_mind.layers import compact_state_dict
-    except ImportError:
-        compact_state_dict = None
+    from avalanche_mind.layers import compact_state_dict
+
     rows = []
     for n_tasks in args.state_tasks:
         model, ownership, snapshots, slices = model_with_tasks(n_tasks)
@@ -493,16 +478,15 @@ def run_state(args) -> Dict[str, Any]:
         state.slices = [s.tolist() for s in slices]
         state.experience_ids = list(range(n_tasks))
         state.bn_snapshots = snapshots
+        listed = {**state.state_dict(), "bn_snapshots": [dict(s) for s in snapshots]}
         variants = {
-            "as is: int8 owner, one dict per snapshot": {"model": model.state_dict(), "state": state.state_dict()},
+            # The format before issue 5: int8 owner, one dict of tensors per BatchNorm snapshot.
+            "before: int8 owner, one dict per snapshot": {"model": model.state_dict(), "state": listed},
+            "after: packed owner (4-bit if T<=15), stacked snapshots": {
+                "model": compact_state_dict(model), "state": state.state_dict(),
+            },
         }
-        stacked_state = {**state.state_dict(), "bn_snapshots": stacked_snapshots(snapshots)}
-        variants["int8 owner, stacked snapshots"] = {"model": model.state_dict(), "state": stacked_state}
-        if compact_state_dict is not None:
-            variants["packed owner (4-bit if T<=15), stacked snapshots"] = {
-                "model": compact_state_dict(model), "state": stacked_state,
-            }
-        variants.update(checkpoint_variants(model, n_tasks, state, compact_state_dict))
+        variants.update(checkpoint_variants(model, n_tasks, state))
         for name, obj in variants.items():
             size = saved_bytes(obj)
             rows.append({

@@ -46,6 +46,8 @@ class Preset:
     batch_size: int = 256
     eval_batch_size: int = 512
     weight_decay: float = 0.0
+    capacity: Any = "equal"
+    """MIND's capacity policy: "equal" (the paper's) or a fraction of the FREE weights per experience."""
     # Baselines.
     lwf_alpha: float = 1.0
     lwf_temperature: float = 2.0
@@ -177,12 +179,12 @@ register(Preset(
     description="Glyphs, class-incremental, 100 classes / 10 experiences, reduced for 2 CPU cores.",
     benchmark="glyphs",
     benchmark_kwargs=dict(
-        n_experiences=10, n_classes=100, train_per_class=200, test_per_class=20, image_size=16, seed=0
+        n_experiences=10, n_classes=100, train_per_class=150, test_per_class=20, image_size=16, seed=0
     ),
     model="resnet",
     model_kwargs=dict(blocks_per_stage=1),
-    teacher_epochs=4, teacher_milestones=(3,),
-    train_epochs=4, milestones=(3,),
+    teacher_epochs=6, teacher_milestones=(4,),
+    train_epochs=6, milestones=(5,),
     temperature=4.0,
     batch_size=32,
     eval_batch_size=500,
@@ -194,11 +196,11 @@ register(Preset(
     name="glyphs-domain-cpu",
     description="Glyphs, domain-incremental, 20 classes x 5 styles, reduced for 2 CPU cores.",
     benchmark="glyphs-domain",
-    benchmark_kwargs=dict(n_domains=5, n_classes=20, train_per_class=200, test_per_class=20, image_size=16, seed=0),
+    benchmark_kwargs=dict(n_domains=5, n_classes=20, train_per_class=150, test_per_class=20, image_size=16, seed=0),
     model="resnet",
     model_kwargs=dict(blocks_per_stage=1),
-    teacher_epochs=4, teacher_milestones=(3,),
-    train_epochs=4, milestones=(3,),
+    teacher_epochs=6, teacher_milestones=(4,),
+    train_epochs=6, milestones=(5,),
     temperature=4.0,
     batch_size=32,
     eval_batch_size=500,

@@ -208,5 +208,6 @@ def test_presets_are_complete_and_overridable():
     changed = with_overrides(cifar, ["temperature=4", "milestones=[10, 20]", "benchmark_kwargs.seed=3"])
     assert changed.temperature == 4.0 and changed.milestones == (10, 20)
     assert changed.benchmark_kwargs["seed"] == 3 and cifar.benchmark_kwargs["seed"] == 0
+    assert cifar.capacity == "equal" and with_overrides(cifar, ["capacity=0.05"]).capacity == 0.05
     assert all(preset.notes for preset in PRESETS.values() if preset.name.endswith("cpu"))
     assert not math.isnan(get_preset("glyphs-cpu").temperature)
