@@ -17,7 +17,7 @@ them, all giving the same logits (up to float rounding):
   ``torch.func.vmap`` (stacked weights: grouped convolutions), in chunks of
   ``tasks_per_pass`` tasks. It only pays off where a pass is dominated by
   per-operator overhead (a handful of inputs): on CPU the loop is as fast or faster
-  for batches of evaluation size (see PERF.md).
+  for batches of evaluation size (see the README's Performance section).
 
 ``"auto"`` (the default) picks ``"graph"`` when the model can be traced, and
 ``"module"`` otherwise (for example a forward with data-dependent control flow).

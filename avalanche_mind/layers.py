@@ -7,7 +7,7 @@ persistent buffer, so it is saved and loaded with the model's ``state_dict``.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F

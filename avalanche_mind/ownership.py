@@ -6,7 +6,7 @@ them, one int8 per weight); this class is the view that reads and writes them.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn

@@ -31,7 +31,6 @@ PackNet what the comparison needs and Avalanche's lacks:
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch

@@ -41,7 +41,6 @@ import gc
 import inspect
 import io
 import json
-import math
 import os
 import platform
 import resource

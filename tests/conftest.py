@@ -15,6 +15,16 @@ FAST = dict(teacher_epochs=6, train_epochs=6, train_mb_size=32, eval_mb_size=256
             lr=0.01, teacher_lr=0.01, milestones=[5], teacher_milestones=[5], temperature=1.0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """One torch thread for the whole suite: two OpenMP threads on two shared cores spin
+    against each other, and these small models gain nothing from a second one."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def class_incremental():
     return toy_class_incremental(n_experiences=5, classes_per_experience=2, seed=0)

@@ -24,15 +24,6 @@ TINY = dict(teacher_epochs=2, train_epochs=2, train_mb_size=16, eval_mb_size=64,
             milestones=[1], teacher_milestones=[1], lr=0.01, teacher_lr=0.01)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two OpenMP threads on two shared cores spin against each other; one is faster here.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def build(plugins=(), width=6, n_experiences=N_EXP, **overrides):
     """A fresh benchmark, model and MIND, as a new process would build them."""
     torch.manual_seed(0)

@@ -18,14 +18,6 @@ TINY = ["--benchmark", "toy", "--benchmark-arg", "n_experiences=3", "--benchmark
         "--lr", "0.01", "--teacher-lr", "0.01", "--milestones", "1", "--teacher-milestones", "1", "--quiet"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def subparsers(parser):
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return action.choices

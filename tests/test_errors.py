@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from torch import nn
 
 from avalanche_mind import MIND, gate_model, small_cnn
@@ -11,11 +10,11 @@ from conftest import make_mind
 
 def test_model_without_conv_or_linear():
     with pytest.raises(TypeError, match="no nn.Conv2d or nn.Linear"):
-        MIND(nn.Sequential(nn.ReLU(), nn.Flatten()), n_experiences=2, evaluator=None)
+        MIND(model=nn.Sequential(nn.ReLU(), nn.Flatten()), n_experiences=2, evaluator=None)
     with pytest.raises(TypeError, match="no nn.Conv2d or nn.Linear"):
         gate_model(nn.Sequential(nn.BatchNorm1d(3)))
     with pytest.raises(TypeError, match="torch.nn.Module"):
-        MIND("resnet", n_experiences=2)
+        MIND(model="resnet", n_experiences=2)
 
 
 def test_more_experiences_than_n_experiences(class_incremental):
@@ -28,14 +27,14 @@ def test_more_experiences_than_n_experiences(class_incremental):
 @pytest.mark.parametrize("name", ["teacher_epochs", "train_epochs"])
 def test_negative_epochs(name):
     with pytest.raises(ValueError, match=name):
-        MIND(small_cnn(10), n_experiences=2, evaluator=None, **{name: -1})
+        MIND(model=small_cnn(10), n_experiences=2, evaluator=None, **{name: -1})
 
 
 def test_unknown_distill_loss_and_task_inference():
     with pytest.raises(ValueError, match="distill_loss.*'js'"):
-        MIND(small_cnn(10), n_experiences=2, distill_loss="mse", evaluator=None)
+        MIND(model=small_cnn(10), n_experiences=2, distill_loss="mse", evaluator=None)
     with pytest.raises(ValueError, match="task_inference.*max_confidence"):
-        MIND(small_cnn(10), n_experiences=2, task_inference="oracle", evaluator=None)
+        MIND(model=small_cnn(10), n_experiences=2, task_inference="oracle", evaluator=None)
 
 
 def test_classes_beyond_model_outputs(class_incremental):
@@ -48,4 +47,4 @@ def test_classes_beyond_model_outputs(class_incremental):
 
 def test_bad_capacity():
     with pytest.raises(ValueError, match="capacity"):
-        MIND(small_cnn(10), n_experiences=2, capacity=1.5, evaluator=None)
+        MIND(model=small_cnn(10), n_experiences=2, capacity=1.5, evaluator=None)

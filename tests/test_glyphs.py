@@ -110,15 +110,6 @@ def test_default_cache_root_follows_the_environment(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- learnability
-@pytest.fixture
-def one_thread():
-    """Tiny convolutions run ~8x slower with two threads on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _features(x: np.ndarray) -> torch.Tensor:
     """Luma distance from the background, scaled per image.
 
@@ -155,14 +146,14 @@ def _accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
         return float((model(_features(x)).argmax(1).numpy() == y).mean())
 
 
-def test_classes_are_distinguishable(one_thread):
+def test_classes_are_distinguishable():
     """Held-out glyphs of 5 classes are recognised far above chance (0.2)."""
     model = _fit(*render_glyphs(FIVE, 120, seed=0))
     acc = _accuracy(model, *render_glyphs(FIVE, 60, seed=0, split="test"))
     assert acc >= 0.8, acc
 
 
-def test_domains_shift_the_distribution(one_thread):
+def test_domains_shift_the_distribution():
     """A model fit to domain 0 does worse on the other domains than on domain 0."""
     model = _fit(*render_glyphs(FIVE, 120, seed=0, style=DOMAIN_STYLES[0]))
     accs = {

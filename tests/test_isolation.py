@@ -1,7 +1,6 @@
 """The method's central guarantee: what an experience learned is never changed later."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from avalanche_mind.layers import gated_layers

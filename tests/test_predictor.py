@@ -15,14 +15,6 @@ from avalanche_mind.predictor import Predictor
 N_EXP, WIDTH = 3, 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 class CaptureEval(SupervisedPlugin):
     """Records every eval minibatch and the strategy's answers for it."""
 

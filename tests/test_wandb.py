@@ -27,14 +27,6 @@ EPOCHS = 2
 EXP = "eval_phase/test_stream/Task000/Exp{:03d}"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "offline")

@@ -1,7 +1,6 @@
 """Gated ResNet-32, the paper's backbone: 16/32/64 channels, option-A shortcuts, no biases."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

@@ -9,7 +9,7 @@ whatever the optimiser does.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 import torch
 from avalanche.core import SupervisedPlugin

@@ -10,7 +10,7 @@ second network is held during distillation.
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
