@@ -211,3 +211,14 @@ def test_presets_are_complete_and_overridable():
     assert cifar.capacity == "equal" and with_overrides(cifar, ["capacity=0.05"]).capacity == 0.05
     assert all(preset.notes for preset in PRESETS.values() if preset.name.endswith("cpu"))
     assert not math.isnan(get_preset("glyphs-cpu").temperature)
+
+
+def test_preset_capacity_reaches_mind():
+    preset = with_overrides(get_preset("tiny"), ["capacity=0.25"])
+    ctx = compare.RunContext(preset=preset, n_experiences=3, num_classes=6, in_channels=3,
+                             scenario="class", device="cpu")
+    strategy = compare.STRATEGIES["mind"].build(ctx)
+    assert strategy.ownership.capacity == 0.25
+    assert compare.STRATEGIES["mind"].build(compare.RunContext(
+        preset=get_preset("tiny"), n_experiences=3, num_classes=6, in_channels=3, scenario="class", device="cpu",
+    )).ownership.capacity == "equal"
