@@ -309,32 +309,26 @@ def _schedule(ctx) -> EpochLR:
     return EpochLR(p.teacher_lr, p.baseline_milestones, p.lr_gamma)
 
 
-def build_naive(ctx):
-    model = build_backbone(ctx.preset.model, ctx.num_classes, ctx.in_channels, **ctx.preset.model_kwargs)
-    plugins = [_schedule(ctx), SingleHeadPrediction(), *ctx.plugins]
-    return Naive(
-        model=model, optimizer=_adamw(model, ctx.preset.teacher_lr, ctx.preset.weight_decay),
-        criterion=nn.CrossEntropyLoss(), plugins=plugins, **_common(ctx),
+def _single_head(strategy_class, ctx, **extra):
+    """A single-head baseline on the plain backbone: AdamW, the derived schedule, TAw/TAg scoring."""
+    p = ctx.preset
+    model = build_backbone(p.model, ctx.num_classes, ctx.in_channels, **p.model_kwargs)
+    return strategy_class(
+        model=model, optimizer=_adamw(model, p.teacher_lr, p.weight_decay), criterion=nn.CrossEntropyLoss(),
+        plugins=[_schedule(ctx), SingleHeadPrediction(), *ctx.plugins], **_common(ctx), **extra,
     )
+
+
+def build_naive(ctx):
+    return _single_head(Naive, ctx)
 
 
 def build_lwf(ctx):
-    p = ctx.preset
-    model = build_backbone(p.model, ctx.num_classes, ctx.in_channels, **p.model_kwargs)
-    plugins = [_schedule(ctx), SingleHeadPrediction(), *ctx.plugins]
-    return LwF(
-        model=model, optimizer=_adamw(model, p.teacher_lr, p.weight_decay), criterion=nn.CrossEntropyLoss(),
-        alpha=p.lwf_alpha, temperature=p.lwf_temperature, plugins=plugins, **_common(ctx),
-    )
+    return _single_head(LwF, ctx, alpha=ctx.preset.lwf_alpha, temperature=ctx.preset.lwf_temperature)
 
 
 def build_joint(ctx):
-    model = build_backbone(ctx.preset.model, ctx.num_classes, ctx.in_channels, **ctx.preset.model_kwargs)
-    plugins = [_schedule(ctx), SingleHeadPrediction(), *ctx.plugins]
-    return JointTraining(
-        model=model, optimizer=_adamw(model, ctx.preset.teacher_lr, ctx.preset.weight_decay),
-        criterion=nn.CrossEntropyLoss(), plugins=plugins, **_common(ctx),
-    )
+    return _single_head(JointTraining, ctx)
 
 
 def build_packnet(ctx):
