@@ -65,7 +65,7 @@ from avalanche_mind.inference import SubnetworkBank, predict  # noqa: E402
 from avalanche_mind.losses import js_divergence  # noqa: E402
 from avalanche_mind.models.gresnet import ResNet  # noqa: E402
 from avalanche_mind.plugins.batchnorm import batchnorm_modules, batchnorm_state, load_batchnorm_state  # noqa: E402
-from avalanche_mind.plugins.gating import WeightGuard, guard_for  # noqa: E402
+from avalanche_mind.plugins.gating import WeightGuard, guard_for, guarded_step  # noqa: E402
 from avalanche_mind.state import MINDState  # noqa: E402
 
 SECTIONS = ("inference", "training", "state", "memory", "many")
@@ -367,11 +367,7 @@ def run_training(args) -> Dict[str, Any]:
                 loss = F.cross_entropy(out, lookup[y]) + 5.0 * js_divergence(t_logits, out)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if guard is not None:
-                    guard.zero_frozen_grads()
-                optimizer.step()
-                if guard is not None:
-                    guard.restore()
+                guarded_step(optimizer, guard)
         return step
 
     def fresh_mind(guard_cls):

@@ -103,6 +103,19 @@ def guard_for(
     return WeightGuard(entries)
 
 
+def guarded_step(optimizer: torch.optim.Optimizer, guard: Optional[WeightGuard]) -> None:
+    """``optimizer.step()`` that leaves ``guard``'s frozen weights bit-identical (``None``: a plain step).
+
+    For loops that call the optimiser themselves (the teacher phase); the
+    distillation phase gets the same two calls from Avalanche's callbacks.
+    """
+    if guard is not None:
+        guard.zero_frozen_grads()
+    optimizer.step()
+    if guard is not None:
+        guard.restore()
+
+
 class GatingPlugin(SupervisedPlugin):
     """Gates the distillation phase to the current experience's sub-network."""
 

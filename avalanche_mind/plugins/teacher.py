@@ -21,7 +21,7 @@ from torch.optim.lr_scheduler import MultiStepLR
 from torch.utils.data import DataLoader
 
 from avalanche_mind.layers import FREE, reinitialise
-from avalanche_mind.plugins.gating import guard_for
+from avalanche_mind.plugins.gating import guard_for, guarded_step
 from avalanche_mind.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -120,11 +120,7 @@ class TeacherPlugin(SupervisedPlugin):
                 loss = F.cross_entropy(teacher(x)[:, slice_], y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if guard is not None:
-                    guard.zero_frozen_grads()
-                optimizer.step()
-                if guard is not None:
-                    guard.restore()
+                guarded_step(optimizer, guard)
                 total += float(loss.detach()) * len(y)
                 count += len(y)
             lr = optimizer.param_groups[0]["lr"]  # the rate this epoch used, before the scheduler steps
