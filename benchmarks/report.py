@@ -52,17 +52,20 @@ def seen_curve(matrix: Matrix, trained_rows: Sequence[int]) -> List[Optional[flo
 
 
 def forgetting(matrix: Matrix) -> Optional[float]:
-    """Average forgetting (Chaudhry et al. 2018): mean over old experiences j of
-    ``max_{i<T-1} a[i][j] - a[T-1][j]``, with i ranging over rows after j was trained."""
+    """Average forgetting (Chaudhry et al. 2018) of a matrix with None for undefined cells.
+
+    The package's :func:`avalanche_mind.logging.forgetting_from_matrix` (the one the
+    W&B logger reports) on the same cells, so the runner and the logger agree.
+    """
+    import numpy as np
+
+    from avalanche_mind.logging import forgetting_from_matrix
+
     if len(matrix) < 2:
         return None
-    last = len(matrix) - 1
-    drops = []
-    for j in range(min(last, len(matrix[0]))):
-        earlier = [matrix[i][j] for i in range(j, last) if matrix[i][j] is not None]
-        if earlier and matrix[last][j] is not None:
-            drops.append(max(earlier) - matrix[last][j])
-    return _mean(drops)
+    cells = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
+    value = forgetting_from_matrix(cells)
+    return None if np.isnan(value) else value
 
 
 def aggregate(runs: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Optional[float]]]:
