@@ -208,6 +208,20 @@ register(Preset(
     notes=(_CPU_NOTE,),
 ))
 
+# Domain-incremental glyphs where fine-tuning forgets (README: "Benchmarks where
+# fine-tuning forgets"): glyphs-domain-cpu's data sizes, model and schedule.
+for _name, _what in (
+    ("glyphs-permuted", "a fixed pixel permutation per domain (domain 0 unpermuted)"),
+    ("glyphs-rotated", "a fixed rotation per domain (0, 45, 90, 135, 180 degrees)"),
+    ("glyphs-shift", "a hard style shift per domain (clean, inverted, noise, blur, colour swap)"),
+):
+    register(dataclasses.replace(
+        PRESETS["glyphs-domain-cpu"],
+        name=f"{_name}-cpu",
+        description=f"Glyphs, domain-incremental, 20 classes x 5 domains, {_what}; reduced for 2 CPU cores.",
+        benchmark=_name,
+    ))
+
 # ------------------------------------------------------------------ tests
 register(Preset(
     name="tiny",

@@ -10,20 +10,28 @@ from avalanche_mind.data import glyphs
 from avalanche_mind.data.glyphs import (
     CHARACTERS,
     DOMAIN_STYLES,
+    SHIFT_DOMAINS,
     STYLES,
     glyph_class_incremental,
     glyph_domain_incremental,
+    glyph_permuted,
+    glyph_rotated,
+    glyph_shift,
     load_glyph_arrays,
+    permuted_domains,
     render_glyphs,
+    rotated_domains,
 )
 
 FIVE = list(CHARACTERS[:5])  # the digits 2-6: what n_classes=5 selects
+#: Every style a benchmark draws with (the rotated benchmark's are "plain", turned).
+ALL_STYLES = ("default", *DOMAIN_STYLES, "plain", *sorted({d.style for d in SHIFT_DOMAINS}))
 
 
 # ------------------------------------------------------------------ generator
 def test_every_class_has_several_real_fonts_in_every_style():
     assert len(CHARACTERS) == len(set(CHARACTERS)) == 100
-    for name in ("default", *DOMAIN_STYLES):
+    for name in ALL_STYLES:
         for char in CHARACTERS:
             faces = STYLES[name].faces_for(char)
             assert len(faces) >= 2, (name, char, faces)
@@ -58,7 +66,7 @@ def test_a_sample_does_not_depend_on_what_else_is_asked():
 def test_every_image_is_legible():
     """A glyph always stands out from its background (luma range of the image)."""
     luma = np.array([0.299, 0.587, 0.114])
-    for name in ("default", *DOMAIN_STYLES):
+    for name in ALL_STYLES:
         x, _ = render_glyphs(CHARACTERS[::7], 6, seed=0, style=name)
         lum = (x.astype(np.float64) / 255) @ luma
         flat = lum.reshape(len(lum), -1)
@@ -218,3 +226,132 @@ def test_domain_incremental_benchmark(tmp_path):
     expected, _ = render_glyphs(CHARACTERS[:1], 1, seed=0, style=DOMAIN_STYLES[2])
     assert (y, t) == (0, 0)
     assert torch.equal(x, torch.from_numpy(expected[0]).permute(2, 0, 1).float() / 255)
+
+
+# ------------------------------------------- domain-incremental glyphs where fine-tuning forgets
+SMALL = dict(n_classes=3, train_per_class=3, test_per_class=2, image_size=16)
+NEW_BENCHMARKS = {"permuted": glyph_permuted, "rotated": glyph_rotated, "shift": glyph_shift}
+
+
+def _images(experience) -> np.ndarray:
+    """The experience's images as uint8 (N, H, W, 3), grouped by label as rendered.
+
+    (Avalanche may list an experience's classes in another order, e.g. {8, 6, 7}.)
+    """
+    items = [experience.dataset[i] for i in range(len(experience.dataset))]
+    order = np.argsort([int(y) for _, y, _ in items], kind="stable")
+    x = torch.stack([items[i][0] for i in order])
+    return (x.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
+
+
+@pytest.mark.parametrize("kind", NEW_BENCHMARKS)
+def test_new_domain_benchmarks_hold_every_class_balanced_in_every_domain(tmp_path, kind):
+    bm = NEW_BENCHMARKS[kind](n_domains=4, root=tmp_path, **SMALL)
+    assert len(bm.train_stream) == len(bm.test_stream) == len(bm.domains) == 4
+    assert bm.n_classes == 3 and bm.characters == CHARACTERS[:3]
+    for stream, n in ((bm.train_stream, 3), (bm.test_stream, 2)):
+        for i, exp in enumerate(stream):
+            assert exp.current_experience == i
+            assert list(exp.classes_in_this_experience) == [0, 1, 2]
+            assert np.array_equal(np.bincount([int(t) for t in exp.dataset.targets]), [n] * 3)
+            x, _, t = exp.dataset[0]
+            assert x.shape == (3, 16, 16) and t == 0
+    # Every domain shows the classes differently.
+    images = [_images(e) for e in bm.train_stream]
+    assert all(not np.array_equal(a, b) for k, a in enumerate(images) for b in images[k + 1:])
+
+
+@pytest.mark.parametrize("kind", NEW_BENCHMARKS)
+def test_new_domain_benchmarks_are_fixed_by_the_seed_and_reuse_their_cache(tmp_path, monkeypatch, kind):
+    build = NEW_BENCHMARKS[kind]
+    first = build(n_domains=3, root=tmp_path / "a", **SMALL)
+    files = sorted(p.name for p in (tmp_path / "a").glob("*.npz"))
+    # One render per style: the permuted domains share one, "inverted" shares "clean"'s.
+    assert len(files) == {"permuted": 1, "rotated": 3, "shift": 2}[kind]
+    again = build(n_domains=3, root=tmp_path / "b", **SMALL)  # rendered afresh
+    other = build(n_domains=3, root=tmp_path / "c", seed=1, **SMALL)
+
+    def no_render(*args, **kwargs):
+        raise AssertionError("a second build must read the cache")
+
+    monkeypatch.setattr(glyphs, "render_glyphs", no_render)
+    cached = build(n_domains=3, root=tmp_path / "a", **SMALL)
+    for d in range(3):
+        reference = _images(first.train_stream[d])
+        assert np.array_equal(_images(again.train_stream[d]), reference)
+        assert np.array_equal(_images(cached.test_stream[d]), _images(first.test_stream[d]))
+        assert not np.array_equal(_images(other.train_stream[d]), reference)
+
+
+def test_permuted_domains_are_distinct_fixed_pixel_bijections(tmp_path):
+    bm = glyph_permuted(n_domains=4, root=tmp_path, **SMALL)
+    base, _ = render_glyphs(CHARACTERS[:3], 3, seed=0, style="plain", image_size=16)
+    domains = permuted_domains(4, seed=0)
+    assert bm.domains == tuple(d.name for d in domains) and domains[0].permutation is None
+    assert np.array_equal(_images(bm.train_stream[0]), base)  # domain 0: the identity
+    orders = [d.pixel_permutation(16) for d in domains[1:]]
+    for d, order in enumerate(orders, 1):
+        assert np.array_equal(np.sort(order), np.arange(256))  # a bijection of the pixels
+        assert (order != np.arange(256)).mean() > 0.9
+        moved = base.reshape(len(base), 256, 3)[:, order].reshape(base.shape)
+        assert np.array_equal(_images(bm.train_stream[d]), moved)  # every channel moves with its pixel
+    assert all((a != b).mean() > 0.9 for k, a in enumerate(orders) for b in orders[k + 1:])
+    # The same domain d whatever the number of domains; another seed, other permutations.
+    assert np.array_equal(permuted_domains(2, seed=0)[1].pixel_permutation(16), orders[0])
+    assert not np.array_equal(permuted_domains(2, seed=1)[1].pixel_permutation(16), orders[0])
+
+
+def _ink_axis(images: np.ndarray) -> np.ndarray:
+    """Orientation (degrees anticlockwise, in [0, 180)) of each image's principal ink axis."""
+    lum = images.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    flat = lum.reshape(len(lum), -1)
+    ink = np.abs(lum - np.median(flat, axis=1)[:, None, None])
+    h, w = lum.shape[1:]
+    ys, xs = np.mgrid[0:h, 0:w]
+    up = -ys.astype(np.float64)  # image rows go down; angles are measured with y up
+    axes = []
+    for weight in ink:
+        m = weight.sum()
+        cx, cy = (weight * xs).sum() / m, (weight * up).sum() / m
+        cxx = (weight * (xs - cx) ** 2).sum() / m
+        cyy = (weight * (up - cy) ** 2).sum() / m
+        cxy = (weight * (xs - cx) * (up - cy)).sum() / m
+        axes.append(np.degrees(0.5 * np.arctan2(2 * cxy, cxx - cyy)) % 180)
+    return np.array(axes)
+
+
+def test_rotated_domains_turn_the_same_samples_by_their_angle():
+    """'=' is two horizontal bars: its ink's principal axis follows the domain's angle."""
+    angles = (0.0, 45.0, 90.0, 135.0)
+    grounds = []
+    for domain, angle in zip(rotated_domains(angles), angles):
+        x, _ = render_glyphs(["="], 8, seed=0, style=domain.style, image_size=32)
+        error = (_ink_axis(x) - angle + 90) % 180 - 90
+        assert np.abs(error).max() < 20 and abs(error.mean()) < 8, (angle, error)
+        grounds.append(np.median(x.reshape(8, -1, 3), axis=1))
+    # Shared draws: the same samples (here: the same ground colour of each) in every domain.
+    assert all(np.array_equal(g, grounds[0]) for g in grounds[1:])
+    assert glyphs.rotation_angles(5) == (0.0, 45.0, 90.0, 135.0, 180.0)
+
+
+def test_shift_domains_apply_their_change(tmp_path):
+    bm = glyph_shift(n_domains=5, root=tmp_path, **SMALL)
+    assert bm.domains == ("clean", "inverted", "noise", "blur", "colour-swap")
+    clean, inverted, noise, blur, colour = (_images(e).astype(np.int64) for e in bm.train_stream)
+    assert np.array_equal(inverted, 255 - clean)
+    swapped, _ = render_glyphs(CHARACTERS[:3], 3, seed=0, style=SHIFT_DOMAINS[4].style, image_size=16)
+    assert np.array_equal(colour, swapped[..., [2, 0, 1]])
+
+    def roughness(x):  # mean step between horizontal neighbours
+        return np.abs(np.diff(x, axis=2)).mean()
+
+    assert roughness(noise) > 2 * roughness(clean) > 2 * roughness(blur)
+
+
+def test_new_domain_benchmarks_check_their_arguments():
+    with pytest.raises(ValueError, match="n_domains"):
+        glyph_shift(n_domains=len(SHIFT_DOMAINS) + 1)
+    with pytest.raises(ValueError, match="n_domains"):
+        glyph_permuted(n_domains=0)
+    with pytest.raises(ValueError, match="angles"):
+        glyph_rotated(n_domains=3, angles=(0, 90))

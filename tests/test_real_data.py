@@ -187,8 +187,8 @@ def test_present_data_goes_to_avalanche_with_the_right_arguments(tmp_path, monke
 
 def test_registry(tmp_path):
     assert set(BENCHMARKS) == {
-        "glyphs", "glyphs-domain", "cifar100", "tinyimagenet", "core50",
-        "rotated-mnist", "permuted-mnist",
+        "glyphs", "glyphs-domain", "glyphs-permuted", "glyphs-rotated", "glyphs-shift",
+        "cifar100", "tinyimagenet", "core50", "rotated-mnist", "permuted-mnist",
     }
     with pytest.raises(ValueError, match="cifar100.*glyphs"):
         load_benchmark("cifar-10")
@@ -200,3 +200,8 @@ def test_registry(tmp_path):
         "glyphs-domain", tmp_path, n_domains=2, n_classes=3, train_per_class=2, test_per_class=1
     )
     assert [list(e.classes_in_this_experience) for e in bm.train_stream] == [[0, 1, 2]] * 2
+    for name in ("glyphs-permuted", "glyphs-rotated", "glyphs-shift"):
+        bm = load_benchmark(
+            name, tmp_path, n_domains=2, n_classes=3, train_per_class=2, test_per_class=1, image_size=16
+        )
+        assert len(bm.train_stream) == 2 and bm.n_classes == 3, name

@@ -1,6 +1,8 @@
 """Benchmarks for MIND: offline generated glyphs and the paper's real datasets.
 
-``glyphs`` renders a Synbols-style benchmark from matplotlib's fonts (no download);
+``glyphs`` renders Synbols-style benchmarks from matplotlib's fonts (no download):
+class-incremental, and domain-incremental by style, pixel permutation, rotation or
+a hard style shift;
 ``real`` wraps Avalanche's CIFAR-100, Tiny ImageNet, CORe50 and MNIST benchmarks
 and fails within seconds, with instructions, when their files are missing offline.
 Avalanche itself is imported only when a benchmark is built.
@@ -9,11 +11,16 @@ Avalanche itself is imported only when a benchmark is built.
 from avalanche_mind.data.glyphs import (
     CHARACTERS,
     DOMAIN_STYLES,
+    SHIFT_DOMAINS,
     STYLES,
     GlyphDataset,
+    GlyphDomain,
     GlyphStyle,
     glyph_class_incremental,
     glyph_domain_incremental,
+    glyph_permuted,
+    glyph_rotated,
+    glyph_shift,
     load_glyph_arrays,
     render_glyphs,
 )
@@ -32,13 +39,18 @@ __all__ = [
     "BENCHMARKS",
     "CHARACTERS",
     "DOMAIN_STYLES",
+    "SHIFT_DOMAINS",
     "STYLES",
     "DatasetNotAvailableError",
     "GlyphDataset",
+    "GlyphDomain",
     "GlyphStyle",
     "core50_domain",
     "glyph_class_incremental",
     "glyph_domain_incremental",
+    "glyph_permuted",
+    "glyph_rotated",
+    "glyph_shift",
     "load_benchmark",
     "load_glyph_arrays",
     "permuted_mnist",

@@ -153,10 +153,16 @@ class GlyphStyle:
     max_rotation: float = 20.0  # degrees, uniform in [-max, max]
     scale: tuple[float, float] = (0.55, 0.9)  # longest side of the glyph / image side
     background: str = "solid"  # "solid", "gradient", "stripes" or "texture"
-    colours: str = "any"  # "any", "dark_on_light", "light_on_dark" or "grey"
+    colours: str = "any"  # "any", "dark_on_light", "light_on_dark", "grey",
+    # "grey_dark_on_light" or "grey_light_on_dark"
     min_contrast: float = 0.4  # luma gap between glyph and every background pixel
     noise_std: float = 0.0  # additive Gaussian pixel noise, in [0, 1] units
     blur: float = 0.0  # Gaussian blur radius of the glyph edge, in output pixels
+    rotation: float = 0.0  # fixed rotation (degrees, anticlockwise) added to every pose
+    draws: Optional[str] = None
+    """Name of the style whose per-sample random draws (font, pose, colours, noise)
+    this one reuses; None: its own. Styles that differ only in ``rotation`` and share
+    ``draws`` show the same glyph samples, turned (the RotatedMNIST design)."""
 
     def faces_for(self, char: str) -> list[FontFace]:
         """Fonts of this style that draw ``char``."""
@@ -205,6 +211,53 @@ STYLES: dict[str, GlyphStyle] = {
             blur=0.7,
             min_contrast=0.5,
         ),
+        # Base of the permuted and rotated benchmarks: every font, light grey glyph on
+        # a dark solid ground (like MNIST), little pose jitter, so that the domain's
+        # permutation or rotation is the only thing that changes.
+        GlyphStyle(
+            "plain",
+            max_rotation=10.0,
+            scale=(0.6, 0.9),
+            colours="grey_light_on_dark",
+            min_contrast=0.5,
+        ),
+        # Domains of the style-shift benchmark: the same glyph samples (shared draws),
+        # drawn so that low-level statistics conflict between domains.
+        GlyphStyle(
+            "shift-clean",
+            max_rotation=10.0,
+            scale=(0.6, 0.9),
+            colours="grey_dark_on_light",
+            min_contrast=0.5,
+            draws="shift",
+        ),
+        GlyphStyle(
+            "shift-noise",
+            max_rotation=10.0,
+            scale=(0.6, 0.9),
+            colours="grey",
+            min_contrast=0.5,
+            noise_std=0.3,
+            draws="shift",
+        ),
+        GlyphStyle(
+            "shift-blur",
+            max_rotation=10.0,
+            scale=(0.6, 0.9),
+            colours="grey",
+            min_contrast=0.5,
+            blur=1.5,
+            draws="shift",
+        ),
+        GlyphStyle(
+            "shift-colour",
+            max_rotation=10.0,
+            scale=(0.6, 0.9),
+            background="texture",
+            colours="any",
+            min_contrast=0.4,
+            draws="shift",
+        ),
     )
 }
 
@@ -217,6 +270,45 @@ DOMAIN_STYLES: tuple[str, ...] = (
     "bold-stripes",
     "small-blurred",
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class GlyphDomain:
+    """One domain of a domain-incremental glyph benchmark: a style, then a fixed pixel map.
+
+    The style is rendered (and cached) as usual; the map is applied to the rendered
+    uint8 images each time the benchmark is built (milliseconds), in this order:
+    pixel permutation, contrast inversion, channel reordering.
+    """
+
+    name: str
+    style: Union[str, GlyphStyle]
+    permutation: Optional[int] = None
+    """Seed of a fixed permutation of the H x W pixel positions (the three channels of
+    a pixel move together, as in PermutedMNIST); None: pixels stay in place."""
+    invert: bool = False  # 255 - x: light glyphs on dark grounds and vice versa
+    channels: tuple[int, int, int] = (0, 1, 2)  # output channel c is input channel channels[c]
+
+    def pixel_permutation(self, image_size: int) -> Optional[np.ndarray]:
+        """Flat index of the source pixel of each output pixel (None: the identity)."""
+        if self.permutation is None:
+            return None
+        return np.random.default_rng(self.permutation).permutation(image_size * image_size)
+
+    def apply(self, images: np.ndarray) -> np.ndarray:
+        """The domain's view of rendered images ``(N, H, W, 3)`` uint8 (a new array)."""
+        n, h, w, c = images.shape
+        out = images
+        order = self.pixel_permutation(h) if h == w else None
+        if self.permutation is not None and order is None:
+            raise ValueError("pixel permutations need square images")
+        if order is not None:
+            out = out.reshape(n, h * w, c)[:, order].reshape(n, h, w, c)
+        if self.invert:
+            out = 255 - out
+        if tuple(self.channels) != (0, 1, 2):
+            out = out[..., list(self.channels)]
+        return out.copy() if out is images else np.ascontiguousarray(out, dtype=np.uint8)
 
 
 def _resolve_style(style: Union[str, GlyphStyle]) -> GlyphStyle:
@@ -239,8 +331,8 @@ def _colours(rng: np.random.Generator, style: GlyphStyle) -> np.ndarray:
     """
     u = rng.random(13)
     gap = style.min_contrast
-    if style.colours in ("dark_on_light", "light_on_dark"):
-        dark_glyph = style.colours == "dark_on_light"
+    if style.colours.endswith("on_light") or style.colours.endswith("on_dark"):
+        dark_glyph = style.colours.endswith("dark_on_light")
     else:
         dark_glyph = bool(u[0] < 0.5)
     if dark_glyph:
@@ -250,7 +342,7 @@ def _colours(rng: np.random.Generator, style: GlyphStyle) -> np.ndarray:
         fg = gap + (1.0 - gap) * u[1]
         low, high = 0.0, fg - gap
     lumas = np.array([fg, low + (high - low) * u[2], low + (high - low) * u[3]])
-    if style.colours == "grey":
+    if style.colours.startswith("grey"):
         return np.repeat(lumas[:, None], 3, axis=1).astype(np.float32)
     hues = u[4:13].reshape(3, 3)
     current = hues @ _LUMA
@@ -293,7 +385,7 @@ def _place_glyph(
     Rotation, size, aspect and position are one affine map from the cached master
     glyph to a 2x canvas (a single PIL call), which is then averaged down 2x.
     """
-    angle = np.deg2rad(rng.uniform(-style.max_rotation, style.max_rotation))
+    angle = np.deg2rad(style.rotation + rng.uniform(-style.max_rotation, style.max_rotation))
     aspect = float(np.exp(rng.uniform(-0.15, 0.15)))  # mild width jitter
     target = rng.uniform(*style.scale) * image_size * _SUPERSAMPLE  # longest side
     canvas = image_size * _SUPERSAMPLE
@@ -408,7 +500,7 @@ def _render_class(job: tuple) -> np.ndarray:
     """All samples of one character (a unit of work for the process pool)."""
     char, n, seed, style, image_size, split = job
     faces = style.faces_for(char)
-    style_id = zlib.crc32(style.name.encode("utf-8"))
+    style_id = zlib.crc32((style.draws or style.name).encode("utf-8"))
     out = np.empty((n, image_size, image_size, 3), np.uint8)
     for i in range(n):
         rng = np.random.default_rng([seed, style_id, _SPLITS[split], ord(char), i])
@@ -622,6 +714,189 @@ def glyph_domain_incremental(
     n_classes``; styles in ``benchmark.domains``.
     """
     _check_int("n_domains", n_domains, 1, len(DOMAIN_STYLES))
+    domains = [GlyphDomain(name, name) for name in DOMAIN_STYLES[:n_domains]]
+    return _domain_benchmark(
+        domains,
+        n_classes=n_classes,
+        train_per_class=train_per_class,
+        test_per_class=test_per_class,
+        seed=seed,
+        root=root,
+        image_size=image_size,
+        train_transform=train_transform,
+        eval_transform=eval_transform,
+    )
+
+
+#: Most domains of :func:`glyph_permuted` and :func:`glyph_rotated`.
+MAX_GENERATED_DOMAINS = 20
+
+
+def permuted_domains(n_domains: int, seed: int = 0) -> list[GlyphDomain]:
+    """Domains of :func:`glyph_permuted`: domain 0 unpermuted, domain d >= 1 its own permutation.
+
+    The permutations are drawn from ``(seed, d)``, so they change with the benchmark
+    seed and domain ``d`` is the same whatever ``n_domains``.
+    """
+    _check_int("n_domains", n_domains, 1, MAX_GENERATED_DOMAINS)
+    _check_int("seed", seed, 0)
+    return [GlyphDomain("identity", "plain")] + [
+        GlyphDomain(f"permutation-{d}", "plain", permutation=_PERMUTATION_SALT + 1000 * seed + d)
+        for d in range(1, n_domains)
+    ]
+
+
+_PERMUTATION_SALT = 0x5EED0000  # keeps permutation seeds apart from the render seeds
+
+
+def rotation_angles(n_domains: int) -> tuple[float, ...]:
+    """Default angles of :func:`glyph_rotated`: 0 to 180 degrees in equal steps (5: 45 apart)."""
+    _check_int("n_domains", n_domains, 1, MAX_GENERATED_DOMAINS)
+    step = 180.0 / max(n_domains - 1, 1)
+    return tuple(round(d * step, 6) for d in range(n_domains))
+
+
+def rotated_domains(angles: Sequence[float], base: Union[str, GlyphStyle] = "plain") -> list[GlyphDomain]:
+    """One domain per angle: ``base`` with every glyph turned by that angle, same samples."""
+    base = _resolve_style(base)
+    return [
+        GlyphDomain(
+            f"rotated-{a:g}",
+            dataclasses.replace(
+                base, name=f"{base.name}-rot{a:g}", rotation=float(a), draws=base.draws or base.name
+            ),
+        )
+        for a in angles
+    ]
+
+
+#: Domains of :func:`glyph_shift`, in order: the same glyph samples each time.
+SHIFT_DOMAINS: tuple[GlyphDomain, ...] = (
+    GlyphDomain("clean", "shift-clean"),  # dark grey glyph on a light solid ground
+    GlyphDomain("inverted", "shift-clean", invert=True),  # the same images, negated
+    GlyphDomain("noise", "shift-noise"),  # Gaussian noise std 0.3 over grey glyphs
+    GlyphDomain("blur", "shift-blur"),  # blurred edges (1.5 px radius)
+    GlyphDomain("colour-swap", "shift-colour", channels=(2, 0, 1)),  # textured colour, BRG
+)
+
+
+def glyph_permuted(
+    n_domains: int = 5,
+    *,
+    n_classes: int = 20,
+    train_per_class: int = 500,
+    test_per_class: int = 100,
+    seed: int = 0,
+    root: Union[str, Path, None] = None,
+    image_size: int = 32,
+    train_transform: Optional[Callable[[Any], Any]] = None,
+    eval_transform: Optional[Callable[[Any], Any]] = None,
+):
+    """Permuted glyphs (the PermutedMNIST design): one fixed pixel permutation per domain.
+
+    Every domain holds the same images, rendered once in the ``"plain"`` style
+    (light grey glyph on a dark ground, every font); domain 0 leaves them as drawn
+    (the identity), domain ``d >= 1`` moves every pixel by its own permutation
+    seeded from ``(seed, d)`` (see :func:`permuted_domains`). Arguments and result
+    as :func:`glyph_domain_incremental`.
+    """
+    return _domain_benchmark(
+        permuted_domains(n_domains, seed),
+        n_classes=n_classes,
+        train_per_class=train_per_class,
+        test_per_class=test_per_class,
+        seed=seed,
+        root=root,
+        image_size=image_size,
+        train_transform=train_transform,
+        eval_transform=eval_transform,
+    )
+
+
+def glyph_rotated(
+    n_domains: int = 5,
+    *,
+    n_classes: int = 20,
+    train_per_class: int = 500,
+    test_per_class: int = 100,
+    seed: int = 0,
+    root: Union[str, Path, None] = None,
+    image_size: int = 32,
+    angles: Optional[Sequence[float]] = None,
+    train_transform: Optional[Callable[[Any], Any]] = None,
+    eval_transform: Optional[Callable[[Any], Any]] = None,
+):
+    """Rotated glyphs (the RotatedMNIST design): one fixed rotation per domain.
+
+    Domain ``d`` draws the same glyph samples as every other domain (same font,
+    size, position, colours, +-10 degree jitter) turned by ``angles[d]`` degrees
+    anticlockwise (default :func:`rotation_angles`: 0, 45, 90, 135, 180 for 5
+    domains). The glyph itself is turned when it is drawn, so the ground is not
+    rotated and no corner is cut off. Arguments and result as
+    :func:`glyph_domain_incremental`.
+    """
+    _check_int("n_domains", n_domains, 1, MAX_GENERATED_DOMAINS)
+    angles = rotation_angles(n_domains) if angles is None else tuple(float(a) for a in angles)
+    if len(angles) != n_domains:
+        raise ValueError(f"angles has {len(angles)} entries; n_domains is {n_domains}")
+    return _domain_benchmark(
+        rotated_domains(angles),
+        n_classes=n_classes,
+        train_per_class=train_per_class,
+        test_per_class=test_per_class,
+        seed=seed,
+        root=root,
+        image_size=image_size,
+        train_transform=train_transform,
+        eval_transform=eval_transform,
+    )
+
+
+def glyph_shift(
+    n_domains: int = 5,
+    *,
+    n_classes: int = 20,
+    train_per_class: int = 500,
+    test_per_class: int = 100,
+    seed: int = 0,
+    root: Union[str, Path, None] = None,
+    image_size: int = 32,
+    train_transform: Optional[Callable[[Any], Any]] = None,
+    eval_transform: Optional[Callable[[Any], Any]] = None,
+):
+    """Glyphs under a hard style shift per domain (:data:`SHIFT_DOMAINS`).
+
+    The same glyph samples in every domain, drawn clean, then contrast-inverted,
+    under heavy noise, blurred, and in textured colours with the channels
+    reordered. Arguments and result as :func:`glyph_domain_incremental`.
+    """
+    _check_int("n_domains", n_domains, 1, len(SHIFT_DOMAINS))
+    return _domain_benchmark(
+        SHIFT_DOMAINS[:n_domains],
+        n_classes=n_classes,
+        train_per_class=train_per_class,
+        test_per_class=test_per_class,
+        seed=seed,
+        root=root,
+        image_size=image_size,
+        train_transform=train_transform,
+        eval_transform=eval_transform,
+    )
+
+
+def _domain_benchmark(
+    domains: Sequence[GlyphDomain],
+    *,
+    n_classes: int,
+    train_per_class: int,
+    test_per_class: int,
+    seed: int,
+    root: Union[str, Path, None],
+    image_size: int,
+    train_transform: Optional[Callable[[Any], Any]],
+    eval_transform: Optional[Callable[[Any], Any]],
+):
+    """One experience per domain, every class in each; built like Avalanche's PermutedMNIST."""
     _check_int("n_classes", n_classes, 1, len(CHARACTERS))
     _check_int("train_per_class", train_per_class, 1)
     _check_int("test_per_class", test_per_class, 1)
@@ -631,22 +906,26 @@ def glyph_domain_incremental(
 
     chars = CHARACTERS[:n_classes]
     train_sets, test_sets = [], []
-    for name in DOMAIN_STYLES[:n_domains]:
-        arrays = load_glyph_arrays(
-            chars,
-            train_per_class=train_per_class,
-            test_per_class=test_per_class,
-            seed=seed,
-            style=name,
-            image_size=image_size,
-            root=root,
-        )
-        train_sets.append(GlyphDataset(arrays["x_train"], arrays["y_train"], chars))
-        test_sets.append(GlyphDataset(arrays["x_test"], arrays["y_test"], chars))
+    rendered: dict[GlyphStyle, dict[str, np.ndarray]] = {}  # domains may share a style
+    for domain in domains:
+        style = _resolve_style(domain.style)
+        if style not in rendered:
+            rendered[style] = load_glyph_arrays(
+                chars,
+                train_per_class=train_per_class,
+                test_per_class=test_per_class,
+                seed=seed,
+                style=style,
+                image_size=image_size,
+                root=root,
+            )
+        arrays = rendered[style]
+        train_sets.append(GlyphDataset(domain.apply(arrays["x_train"]), arrays["y_train"], chars))
+        test_sets.append(GlyphDataset(domain.apply(arrays["x_test"]), arrays["y_test"], chars))
     benchmark = nc_benchmark(
         train_sets,
         test_sets,
-        n_experiences=n_domains,
+        n_experiences=len(domains),
         task_labels=False,
         shuffle=False,
         one_dataset_per_exp=True,
@@ -658,7 +937,7 @@ def glyph_domain_incremental(
     # PermutedMNIST reports 10 x n_experiences); a model needs n_classes outputs.
     benchmark.n_classes = n_classes
     benchmark.characters = chars
-    benchmark.domains = DOMAIN_STYLES[:n_domains]
+    benchmark.domains = tuple(d.name for d in domains)
     return benchmark
 
 

@@ -335,10 +335,34 @@ def glyphs_domain(data_root: Optional[PathLike] = None, **kwargs: Any):
     return glyph_domain_incremental(root=_glyph_root(data_root), **kwargs)
 
 
+def glyphs_permuted(data_root: Optional[PathLike] = None, **kwargs: Any):
+    """Registry adapter: :func:`glyph_permuted`, cached in ``<data_root>/glyphs``."""
+    from avalanche_mind.data.glyphs import glyph_permuted
+
+    return glyph_permuted(root=_glyph_root(data_root), **kwargs)
+
+
+def glyphs_rotated(data_root: Optional[PathLike] = None, **kwargs: Any):
+    """Registry adapter: :func:`glyph_rotated`, cached in ``<data_root>/glyphs``."""
+    from avalanche_mind.data.glyphs import glyph_rotated
+
+    return glyph_rotated(root=_glyph_root(data_root), **kwargs)
+
+
+def glyphs_shift(data_root: Optional[PathLike] = None, **kwargs: Any):
+    """Registry adapter: :func:`glyph_shift`, cached in ``<data_root>/glyphs``."""
+    from avalanche_mind.data.glyphs import glyph_shift
+
+    return glyph_shift(root=_glyph_root(data_root), **kwargs)
+
+
 #: Every builder takes ``data_root`` first and keyword arguments after it.
 BENCHMARKS: dict[str, Callable[..., Any]] = {
     "glyphs": glyphs,
     "glyphs-domain": glyphs_domain,
+    "glyphs-permuted": glyphs_permuted,
+    "glyphs-rotated": glyphs_rotated,
+    "glyphs-shift": glyphs_shift,
     "cifar100": split_cifar100,
     "tinyimagenet": split_tiny_imagenet,
     "core50": core50_domain,
