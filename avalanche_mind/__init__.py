@@ -3,9 +3,11 @@ from avalanche_mind.layers import FREE, GatedConv2d, GatedLinear, gate_model, ga
 from avalanche_mind.metrics import TAgAccuracy, TaskIdAccuracy, TAwAccuracy, mind_metrics
 from avalanche_mind.models import gresnet32, gresnet32_64, small_cnn
 from avalanche_mind.ownership import OwnershipMap
+from avalanche_mind.settings import PAPER_SETTINGS
 from avalanche_mind.strategy import MIND, default_mind_evaluator
 
 __all__ = [
+    "PAPER_SETTINGS",
     "FREE",
     "GatedConv2d",
     "GatedLinear",

@@ -70,6 +70,9 @@ TRAINING_KEYS = (
     "teacher_milestones",
     "lr_gamma",
     "optimizer",
+    "new_weights",
+    "rejection",
+    "rejection_weight",
 )
 """Hyperparameters that change how later experiences train: checked when ``strict``."""
 EVAL_KEYS = ("temperature", "task_inference", "eval_mb_size")
@@ -105,6 +108,9 @@ def mind_hyperparameters(strategy: "MIND") -> Dict[str, Any]:
         "teacher_milestones": [int(m) for m in strategy.teacher_plugin.milestones],
         "lr_gamma": float(strategy.lr_gamma),
         "optimizer": type(strategy.optimizer).__name__,
+        "new_weights": str(strategy.new_weights),
+        "rejection": strategy.rejection,
+        "rejection_weight": float(strategy.rejection_weight),
     }
 
 

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from avalanche_mind.task_id import TASK_INFERENCE_RULES
+
 PROG = "avalanche-mind"
 LOCAL_BENCHMARKS = ("toy", "toy-domain")
 """Generated in memory by :mod:`avalanche_mind.data.toy`; for smoke runs and tests."""
@@ -235,8 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="distillation divergence (default js)")
     mind.add_argument("--temperature", type=float, default=None, metavar="T",
                       help="softmax temperature of the task-agnostic task choice (default 6.5)")
-    mind.add_argument("--task-inference", choices=("max_confidence", "entropy"), default=None,
-                      help="rule choosing the task without a task label (default max_confidence)")
+    mind.add_argument("--task-inference", choices=TASK_INFERENCE_RULES, default=None,
+                      help="rule choosing the task without a task label (default: MIND's)")
+    mind.add_argument("--rejection", choices=("none", "rotation"), default=None,
+                      help="train-time rejection of foreign inputs (default: MIND's)")
+    mind.add_argument("--new-weights", choices=("zero", "random"), default=None,
+                      help="start of the weights given to experience t >= 1 (default zero, the authors')")
+    mind.add_argument("--paper", action="store_true",
+                      help="the paper's exact method (avalanche_mind.PAPER_SETTINGS) instead of MIND's defaults")
     mind.add_argument("--self-distillation", action="store_true",
                       help="train the teacher in place on FREE weights (one network held)")
     mind.add_argument("--no-weight-sharing", action="store_true",
@@ -277,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="keyword argument of the model builder, repeatable (default: recorded ones)")
     evaluate.add_argument("--temperature", type=float, default=None, metavar="T",
                           help="task-choice temperature (default: the trained strategy's)")
-    evaluate.add_argument("--task-inference", choices=("max_confidence", "entropy"), default=None,
+    evaluate.add_argument("--task-inference", choices=TASK_INFERENCE_RULES, default=None,
                           help="task-choice rule (default: the trained strategy's)")
     evaluate.add_argument("--batch-size", type=int, default=512, metavar="N",
                           help="evaluation minibatch size (default 512)")
@@ -330,6 +338,8 @@ _MIND_KWARGS = {
     "distill_loss": "distill_loss",
     "temperature": "temperature",
     "task_inference": "task_inference",
+    "new_weights": "new_weights",
+    "rejection": "rejection",
 }
 
 
@@ -356,7 +366,9 @@ def _resolve_train(args: argparse.Namespace) -> Dict[str, Any]:
     if settings["benchmark"] is None:
         raise CLIError("give --benchmark NAME (or --preset NAME)")
     settings["model"] = settings["model"] or "auto"
-    mind: Dict[str, Any] = {}
+    from avalanche_mind.settings import PAPER_SETTINGS
+
+    mind: Dict[str, Any] = dict(PAPER_SETTINGS) if args.paper else {}
     for option, keyword in _MIND_KWARGS.items():
         value = getattr(args, option)
         if value is None and preset is not None and option in _PRESET_FIELDS:
@@ -368,6 +380,8 @@ def _resolve_train(args: argparse.Namespace) -> Dict[str, Any]:
             mind["capacity"] = "equal" if args.capacity == "equal" else float(args.capacity)
         except ValueError:
             raise CLIError(f"--capacity must be 'equal' or a fraction such as 0.2, got {args.capacity!r}") from None
+    if mind.get("rejection") == "none":
+        mind["rejection"] = None
     mind["self_distillation"] = bool(args.self_distillation)
     mind["weight_sharing"] = not args.no_weight_sharing
     mind["bn_per_task"] = not args.bn_first_task_only

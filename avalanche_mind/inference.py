@@ -36,8 +36,7 @@ from torch.func import functional_call
 
 from avalanche_mind.layers import GatedConv2d, GatedLinear
 from avalanche_mind.ownership import OwnershipMap
-
-TASK_INFERENCE_RULES = ("max_confidence", "entropy")
+from avalanche_mind.task_id import TASK_INFERENCE_RULES, ScoreStatistics, choose_task  # noqa: F401 (re-exported)
 
 BANK_MODES = ("auto", "module", "graph", "batched")
 
@@ -445,30 +444,6 @@ class Prediction:
     """Prediction with the given task's sub-network (None if no task was given)."""
 
 
-def slice_confidence(logits: Tensor, temperature: float) -> Tensor:
-    return F.softmax(logits / temperature, dim=1)
-
-
-def choose_task(slice_logits: Sequence[Tensor], temperature: float, rule: str) -> Tensor:
-    """Pick, for each input, the task whose tempered softmax is most confident.
-
-    ``rule="entropy"``: among the two most confident tasks, the one whose
-    distribution has lower entropy (normalised by the log of its slice size).
-    """
-    probs = [slice_confidence(l, temperature) for l in slice_logits]
-    confidence = torch.stack([p.max(dim=1).values for p in probs], dim=1)  # B x T
-    if rule == "max_confidence" or len(probs) < 2:
-        return confidence.argmax(dim=1)
-    entropy = torch.stack(
-        [-(p * p.clamp_min(1e-12).log()).sum(1) / math.log(max(p.shape[1], 2)) for p in probs], dim=1
-    )
-    top2 = confidence.topk(2, dim=1).indices
-    first, second = top2[:, 0], top2[:, 1]
-    e_first = entropy.gather(1, first[:, None])[:, 0]
-    e_second = entropy.gather(1, second[:, None])[:, 0]
-    return torch.where(e_second < e_first, second, first)
-
-
 def predict(
     bank: SubnetworkBank,
     x: Tensor,
@@ -476,11 +451,15 @@ def predict(
     temperature: float,
     rule: str = "max_confidence",
     true_task: Optional[int] = None,
+    statistics: Optional[ScoreStatistics] = None,
 ) -> Prediction:
-    """TAg (and, if ``true_task`` is given, TAw) predictions for ``x``."""
+    """TAg (and, if ``true_task`` is given, TAw) predictions for ``x``.
+
+    ``rule`` and ``statistics``: see :mod:`avalanche_mind.task_id`.
+    """
     logits = bank.all_logits(x)
     slice_logits = [l[:, s] for l, s in zip(logits, slices)]
-    task = choose_task(slice_logits, temperature, rule)
+    task = choose_task(slice_logits, temperature, rule, statistics)
     output = logits[0].new_full(logits[0].shape, LOG_EPS)
     for t, (s, l) in enumerate(zip(slices, slice_logits)):
         rows = task == t

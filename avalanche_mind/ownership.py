@@ -108,11 +108,14 @@ class OwnershipMap:
         classes: Sequence[int],
         rule: str = "random",
         generator: Optional[torch.Generator] = None,
+        zero_start: bool = False,
     ) -> None:
         """Give FREE weights to ``task`` in every layer, then zero the weights still FREE.
 
         ``rule="random"``: a uniform random choice, the new weights re-initialised
-        (He normal). ``rule="magnitude"``: the largest-|w| FREE weights, keeping their
+        (He normal), or, with ``zero_start``, left at zero (FREE weights are zero), so
+        that a student with weight sharing starts as the sub-network before it (the
+        authors' code). ``rule="magnitude"``: the largest-|w| FREE weights, keeping their
         (teacher-trained) values. In the classifier, a class-incremental experience
         takes exactly the rows of its classes when those rows are all FREE; when its
         classes were seen before (domain-incremental) the classifier is allocated like
@@ -139,7 +142,7 @@ class OwnershipMap:
                 else:
                     chosen = self._choose(layer, rule, generator)
                 flat_owner[chosen.to(flat_owner.device)] = task
-                if rule == "random":
+                if rule == "random" and not zero_start:
                     he_normal_(layer.weight, chosen.to(layer.weight.device), generator)
                 layer.weight.masked_fill_(layer.owner == FREE, 0.0)
 

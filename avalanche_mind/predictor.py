@@ -23,10 +23,11 @@ import torch
 from torch import Tensor, nn
 
 from avalanche_mind.checkpoint import CheckpointError, _check_state, _to_device, check_model_matches, read_checkpoint
-from avalanche_mind.inference import TASK_INFERENCE_RULES, SubnetworkBank, predict
+from avalanche_mind.inference import SubnetworkBank, predict
 from avalanche_mind.layers import gate_model, gated_layers
 from avalanche_mind.ownership import OwnershipMap
 from avalanche_mind.state import MINDState
+from avalanche_mind.task_id import STATISTICS_RULES, check_rule
 
 TaskArg = Union[None, int, Sequence[int], Tensor]
 
@@ -58,8 +59,12 @@ class Predictor:
     ) -> None:
         if state.n_tasks == 0:
             raise ValueError("the model has not been trained on any experience: nothing to predict with")
-        if task_inference not in TASK_INFERENCE_RULES:
-            raise ValueError(f"unknown task_inference {task_inference!r}; use one of {list(TASK_INFERENCE_RULES)}")
+        check_rule(task_inference)
+        if task_inference in STATISTICS_RULES and not state.score_statistics.complete(state.n_tasks):
+            raise ValueError(
+                f"task_inference={task_inference!r} needs score statistics of every task, and this state has "
+                "none (saved before they existed, or mid-experience): use task_inference='max_confidence'"
+            )
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         self.device = torch.device(device)
@@ -152,7 +157,8 @@ class Predictor:
         """
         x = x.to(self.device)
         if task is None:
-            out = predict(self.bank, x, self.slices, self.temperature, self.task_inference)
+            out = predict(self.bank, x, self.slices, self.temperature, self.task_inference,
+                          statistics=self.state.score_statistics)
             return PredictorOutput(out.tag_class, out.task)
         if isinstance(task, int) and not isinstance(task, bool):
             t = self._check_task(task)

@@ -11,6 +11,8 @@ from typing import Any, Dict, List
 import torch
 from torch import Tensor
 
+from avalanche_mind.task_id import ScoreStatistics
+
 
 @dataclass
 class MINDState:
@@ -22,6 +24,8 @@ class MINDState:
     """The stream's ``current_experience`` of each task, to find a test experience's sub-network."""
     bn_snapshots: List[Dict[str, Tensor]] = field(default_factory=list)
     """BatchNorm parameters and statistics saved after each experience."""
+    score_statistics: ScoreStatistics = field(default_factory=ScoreStatistics)
+    """Per-task score sums on training inputs (own, rotated, later experiences'): the statistics task-inference rules."""
 
     @property
     def n_tasks(self) -> int:
@@ -46,6 +50,7 @@ class MINDState:
             "experience_ids": list(self.experience_ids),
             "n_bn_snapshots": len(snapshots),
             "bn_snapshots": {k: torch.stack([s[k] for s in snapshots]) for k in snapshots[0]} if snapshots else {},
+            "score_statistics": self.score_statistics.state_dict(),
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -57,6 +62,8 @@ class MINDState:
             count = snapshot_count(state)
             snapshots = [{k: v[i] for k, v in snapshots.items()} for i in range(count)]
         self.bn_snapshots = [dict(s) for s in snapshots]
+        # Absent from checkpoints written before the statistics rules existed.
+        self.score_statistics = ScoreStatistics(state.get("score_statistics"))
 
 
 def snapshot_count(state: Dict[str, Any]) -> int:

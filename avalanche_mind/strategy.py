@@ -24,17 +24,21 @@ from torch.optim import AdamW, Optimizer
 from torch.optim.lr_scheduler import MultiStepLR
 from torch.utils.data import DataLoader
 
-from avalanche_mind.inference import TASK_INFERENCE_RULES, Prediction, SubnetworkBank, predict
+from avalanche_mind.inference import Prediction, SubnetworkBank, predict
 from avalanche_mind.layers import gate_model, gated_layers
 from avalanche_mind.losses import DISTILL_LOSSES
 from avalanche_mind.metrics import mind_metrics
 from avalanche_mind.ownership import Capacity, OwnershipMap
 from avalanche_mind.plugins.allocation import AllocationPlugin
-from avalanche_mind.plugins.batchnorm import BatchNormPlugin
+from avalanche_mind.plugins.batchnorm import BatchNormPlugin, frozen_running_statistics
 from avalanche_mind.plugins.gating import GatingPlugin
+from avalanche_mind.plugins.statistics import ScoreStatisticsPlugin
 from avalanche_mind.plugins.teacher import IndexedDataset, OptimizerFactory, TeacherPlugin
 from avalanche_mind.progress import DistillationProgressPlugin
+from avalanche_mind.settings import NEW_WEIGHTS, PAPER_SETTINGS, REJECTIONS  # noqa: F401 (PAPER_SETTINGS re-exported)
 from avalanche_mind.state import MINDState
+from avalanche_mind.task_id import STATISTICS_RULES, check_rule, rotations, uniform_target_loss
+
 
 
 def default_mind_evaluator() -> EvaluationPlugin:
@@ -78,7 +82,17 @@ class MIND(SupervisedTemplate):
         network held) instead of a fresh copy of the model.
     :param weight_sharing: sub-network t uses weights of tasks 0..t (True) or only t.
     :param bn_per_task: one BatchNorm snapshot per experience (True) or task 0's only.
-    :param task_inference: "max_confidence" or "entropy".
+    :param task_inference: how the TAg choice picks a sub-network: "max_confidence" (the
+        paper's), "entropy", "max_logit", "energy", "zscore" or "likelihood_ratio" (the last
+        two use score statistics gathered from training data; see
+        :mod:`avalanche_mind.task_id`).
+    :param new_weights: "zero": with weight sharing, weights newly given to experience
+        t >= 1 start at zero, so its student starts as sub-network t-1 (the authors'
+        code); "random": He-normal re-initialisation.
+    :param rejection: train-time rejection of foreign inputs: None (the paper) or
+        "rotation": in both phases, each batch rotated by 90/180/270 degrees is also
+        shown to the network with a uniform target on the output slice (outlier
+        exposure with surrogate foreign inputs), weighted by ``rejection_weight``.
     :param optimizer: distillation optimiser (default AdamW(lr, weight_decay)); its
         state and learning rate are reset at every experience, and MultiStepLR
         (``milestones``, ``lr_gamma``) steps it once per epoch.
@@ -115,6 +129,9 @@ class MIND(SupervisedTemplate):
         weight_sharing: bool = True,
         bn_per_task: bool = True,
         task_inference: str = "max_confidence",
+        new_weights: str = "zero",
+        rejection: Optional[str] = None,
+        rejection_weight: float = 1.0,
         optimizer: Optional[Optimizer] = None,
         lr: float = 0.035,
         milestones: Sequence[int] = (40,),
@@ -136,8 +153,13 @@ class MIND(SupervisedTemplate):
         _check_int("train_mb_size", train_mb_size, 1)
         if distill_loss not in DISTILL_LOSSES:
             raise ValueError(f"unknown distill_loss {distill_loss!r}; use one of {sorted(DISTILL_LOSSES)}")
-        if task_inference not in TASK_INFERENCE_RULES:
-            raise ValueError(f"unknown task_inference {task_inference!r}; use one of {list(TASK_INFERENCE_RULES)}")
+        check_rule(task_inference)
+        if new_weights not in NEW_WEIGHTS:
+            raise ValueError(f"unknown new_weights {new_weights!r}; use one of {list(NEW_WEIGHTS)}")
+        if rejection not in REJECTIONS:
+            raise ValueError(f"unknown rejection {rejection!r}; use one of {list(REJECTIONS)}")
+        if not rejection_weight >= 0:
+            raise ValueError(f"rejection_weight must be >= 0, got {rejection_weight!r}")
         if not beta >= 0:
             raise ValueError(f"beta must be >= 0, got {beta!r}")
         if not temperature > 0:
@@ -157,6 +179,9 @@ class MIND(SupervisedTemplate):
         self.weight_sharing = weight_sharing
         self.bn_per_task = bn_per_task
         self.task_inference = task_inference
+        self.new_weights = new_weights
+        self.rejection = rejection
+        self.rejection_weight = float(rejection_weight)
         self.milestones = list(milestones)
         self.lr_gamma = lr_gamma
         self.verbose = verbose
@@ -178,8 +203,11 @@ class MIND(SupervisedTemplate):
         mind_plugins: List[BasePlugin] = [
             self.teacher_plugin,
             AllocationPlugin("magnitude" if self_distillation else "random"),
-            GatingPlugin(),
+            # BatchNorm before gating: with bn_per_task=False snapshot 0 must be loaded
+            # before the weight guard copies the frozen affine terms it restores.
             BatchNormPlugin(),
+            GatingPlugin(),
+            ScoreStatisticsPlugin(),  # after the BatchNorm snapshot, before any user plugin (checkpoints)
             DistillationProgressPlugin(),  # the teacher's bar is drawn by the TeacherPlugin
         ]
         super().__init__(
@@ -201,6 +229,23 @@ class MIND(SupervisedTemplate):
     def current_task(self) -> int:
         """MIND's id of the experience being (or last) trained."""
         return self.state.n_tasks - 1
+
+    @property
+    def zero_start(self) -> bool:
+        """Whether the experience being trained starts its new weights at zero (see ``new_weights``)."""
+        return self.new_weights == "zero" and self.weight_sharing and self.current_task > 0
+
+    def rejection_loss(self, network: nn.Module, x: Tensor, slice_: Tensor) -> Tensor:
+        """``rejection_weight`` x cross-entropy to uniform of ``network`` on rotated ``x`` (0 if off).
+
+        BatchNorm's running statistics are not updated by the rotated pass, so the
+        snapshot describes the task's own inputs only.
+        """
+        if self.rejection is None or self.rejection_weight == 0:
+            return x.new_zeros(())
+        with frozen_running_statistics(network):
+            logits = network(rotations(x))[:, slice_]
+        return self.rejection_weight * uniform_target_loss(logits)
 
     @property
     def n_outputs(self) -> Optional[int]:
@@ -291,7 +336,7 @@ class MIND(SupervisedTemplate):
         loss = F.cross_entropy(student, self.slice_position(task)[self.mb_y])
         if self.beta > 0:
             loss = loss + self.beta * self.distill_loss(self.teacher_plugin.logits(self), student)
-        return loss
+        return loss + self.rejection_loss(self.model, self.mb_x, self.output_slice(task))
 
     # ----------------------------------------------------------- inference
     def _before_eval(self, **kwargs) -> None:
@@ -317,8 +362,12 @@ class MIND(SupervisedTemplate):
             self.last_prediction = None
             return self.model(self.mb_x)
         slices = [self.output_slice(t) for t in range(len(self._bank))]
+        rule = self.task_inference
+        if rule in STATISTICS_RULES and not self.state.score_statistics.complete(len(slices)):
+            rule = "max_confidence"  # periodic eval inside an experience: its statistics come at its end
         self.last_prediction = predict(
-            self._bank, self.mb_x, slices, self.temperature, self.task_inference,
+            self._bank, self.mb_x, slices, self.temperature, rule,
             true_task=self.eval_task if self.eval_task >= 0 else None,
+            statistics=self.state.score_statistics,
         )
         return self.last_prediction.output

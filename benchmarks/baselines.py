@@ -42,11 +42,13 @@ from avalanche.training.supervised import JointTraining
 from avalanche.training.templates import SupervisedTemplate
 from torch import Tensor, nn
 from torch.optim import Adam, AdamW
+from torch.utils.data import DataLoader
 
 from avalanche_mind.inference import Prediction, predict
 from avalanche_mind.layers import GatedConv2d, GatedLinear, gate_model
 from avalanche_mind.models.gresnet import ResNet, small_cnn
 from avalanche_mind.strategy import experience_classes
+from avalanche_mind.task_id import STATISTICS_RULES, ScoreStatistics, collect_statistics
 
 # ------------------------------------------------------------------ backbones
 
@@ -204,9 +206,11 @@ class _PackNetBank:
     def __len__(self) -> int:
         return self.n_tasks
 
+    def logits(self, x: Tensor, task: int) -> Tensor:
+        return self.model(x, torch.full((len(x),), task, dtype=torch.long, device=x.device))
+
     def all_logits(self, x: Tensor) -> List[Tensor]:
-        ids = torch.empty(len(x), dtype=torch.long, device=x.device)
-        return [self.model(x, ids.fill_(t)) for t in range(self.n_tasks)]
+        return [self.logits(x, t) for t in range(self.n_tasks)]
 
 
 def prune_schedule(n_experiences: int) -> List[float]:
@@ -243,6 +247,7 @@ class PackNetTAg(SupervisedTemplate):
         self.task_inference = task_inference
         self.slices: List[Tensor] = []
         self.experience_ids: List[int] = []
+        self.statistics = ScoreStatistics()
         self.eval_task = -1
         self.last_prediction: Optional[Prediction] = None
 
@@ -255,6 +260,18 @@ class PackNetTAg(SupervisedTemplate):
         self.slices.append(torch.tensor(classes, dtype=torch.long, device=self.device))
         self.experience_ids.append(int(self.experience.current_experience))
         super()._before_training_exp(**kwargs)
+
+    def _after_training_exp(self, **kwargs) -> None:
+        super()._after_training_exp(**kwargs)  # PackNetPlugin commits the task here
+        # The same training-data score statistics as MIND's, so every task-inference rule applies.
+        bank = _PackNetBank(self.model, self.model.task_count)
+        loader = DataLoader(self.experience.dataset.eval(), batch_size=self.eval_mb_size, shuffle=False)
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            collect_statistics(self.statistics, bank.logits, self.slices, self.train_task,
+                               (mb[0].to(self.device) for mb in loader))
+        self.model.train(was_training)
 
     def _before_eval_exp(self, **kwargs) -> None:
         exp_id = int(self.experience.current_experience)
@@ -271,9 +288,12 @@ class PackNetTAg(SupervisedTemplate):
             ids = torch.full((len(self.mb_x),), self.train_task, dtype=torch.long, device=self.device)
             return self.model(self.mb_x, ids)
         n_tasks = self.model.task_count
+        rule = self.task_inference
+        if rule in STATISTICS_RULES and not self.statistics.complete(n_tasks):
+            rule = "max_confidence"
         self.last_prediction = predict(
             _PackNetBank(self.model, n_tasks), self.mb_x, self.slices[:n_tasks], self.temperature,
-            self.task_inference, true_task=self.eval_task if self.eval_task >= 0 else None,
+            rule, true_task=self.eval_task if self.eval_task >= 0 else None, statistics=self.statistics,
         )
         return self.last_prediction.output
 

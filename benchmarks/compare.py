@@ -81,13 +81,16 @@ def _build_mind(**variant: Any) -> Callable[[RunContext], Any]:
 
         p = ctx.preset
         model = mind_backbone(p.model, ctx.num_classes, ctx.in_channels, **p.model_kwargs)
+        settings = dict(variant)
+        if settings.pop("paper", False):
+            settings = {**_paper_settings(), **settings}
         return MIND(
             model=model, n_experiences=ctx.n_experiences,
             teacher_epochs=p.teacher_epochs, teacher_milestones=p.teacher_milestones, teacher_lr=p.teacher_lr,
             train_epochs=p.train_epochs, milestones=p.milestones, lr=p.lr, lr_gamma=p.lr_gamma,
-            weight_decay=p.weight_decay, beta=p.beta if "beta" not in variant else variant.pop("beta"),
+            weight_decay=p.weight_decay, beta=settings.pop("beta", p.beta),
             temperature=p.temperature, capacity=p.capacity, train_mb_size=p.batch_size, eval_mb_size=p.eval_batch_size,
-            device=ctx.device, plugins=ctx.plugins, evaluator=ctx.evaluator, seed=ctx.seed, **variant,
+            device=ctx.device, plugins=ctx.plugins, evaluator=ctx.evaluator, seed=ctx.seed, **settings,
         )
 
     return build
@@ -102,18 +105,32 @@ def _baseline(name: str) -> Callable[[RunContext], Any]:
     return build
 
 
+def _paper_settings() -> Dict[str, Any]:
+    from avalanche_mind import PAPER_SETTINGS
+
+    return dict(PAPER_SETTINGS)
+
+
 STRATEGIES: Dict[str, StrategySpec] = {
     "mind": StrategySpec("MIND", _build_mind()),
-    "mind-sd": StrategySpec("MIND self-distillation", _build_mind(self_distillation=True)),
+    "mind-paper": StrategySpec("MIND (paper's settings)", _build_mind(paper=True)),
+    # Rungs of the ablation ladder between the paper's method and the defaults.
+    "mind-paper-he": StrategySpec("MIND paper, He re-init of new weights", _build_mind(paper=True, new_weights="random")),
+    "mind-paper-rotation": StrategySpec("MIND paper + rotation rejection", _build_mind(paper=True, rejection="rotation")),
+    "mind-sd": StrategySpec("MIND self-distillation (paper's settings)", _build_mind(paper=True, self_distillation=True)),
     "mind-packnet-like": StrategySpec(
         "MIND PackNet-like (SD, beta 0, BN frozen)",
-        _build_mind(self_distillation=True, beta=0.0, bn_per_task=False),
+        _build_mind(paper=True, self_distillation=True, beta=0.0, bn_per_task=False),
     ),
     "packnet": StrategySpec("PackNet", _baseline("packnet")),
     "lwf": StrategySpec("LwF", _baseline("lwf")),
     "naive": StrategySpec("Naive (lower bound)", _baseline("naive")),
     "joint": StrategySpec("Joint (upper bound)", _baseline("joint"), joint=True),
 }
+
+LADDER = ("mind-paper-he", "mind-paper-rotation")
+"""Ablation rungs between the paper's method and the defaults: run on request (``--strategies``)."""
+DEFAULT_STRATEGIES = tuple(name for name in STRATEGIES if name not in LADDER)
 
 # ------------------------------------------------------------------ measurement
 
@@ -328,10 +345,13 @@ def run_strategy(
     seed: int,
     log: Callable[[str], None],
     make_wandb_logger: Optional[Callable[[str, int, Dict[str, Any]], Any]] = None,
+    rules: Sequence[str] = (),
 ) -> Dict[str, Any]:
     """Train ``name`` on the stream, evaluate after each experience, measure time, memory and parameters.
 
     ``make_wandb_logger(name, seed, config)``: builds the W&B logger of this run (``--wandb``).
+    ``rules``: task-inference rules under which the final model (MIND, PackNet) is also
+    evaluated, for the ablation: the same trained weights, only the TAg choice differs.
     """
     from avalanche.training.plugins import EvaluationPlugin
 
@@ -381,6 +401,7 @@ def run_strategy(
                 log(f"  [{name} seed {seed}] experience {i + 1}/{base.n_experiences}: TAg on seen "
                     f"{100 * (seen or 0):.1f}%  ({time.perf_counter() - wall:.0f} s)")
     normalisation = _normalisation(strategy.model)
+    by_rule = evaluate_rules(strategy, rules, collector, test_stream) if hasattr(strategy, "task_inference") else {}
     del strategy
     gc.collect()
     tag, taw, taskid = matrices["TAg"], matrices["TAw"], matrices["TaskId"]
@@ -405,6 +426,7 @@ def run_strategy(
         "curve_tag": seen_curve(tag, trained),
         "curve_taw": seen_curve(taw, trained),
         "normalisation": normalisation,
+        "rules": by_rule,
     }
     if wandb_logger is not None:
         if wandb_logger.run is not None:
@@ -417,6 +439,25 @@ def run_strategy(
     log(f"  [{name} seed {seed}] done: TAg {100 * (run['tag'] or 0):.1f}%, TAw {taw_text}, "
         f"{run['wall_time_s']:.0f} s")
     return run
+
+
+def evaluate_rules(strategy, rules: Sequence[str], collector, test_stream) -> Dict[str, Dict[str, float]]:
+    """Final TAg/TAw/TaskId of the trained ``strategy`` under each task-inference rule."""
+    out: Dict[str, Dict[str, float]] = {}
+    trained_rule = strategy.task_inference
+    try:
+        for rule in rules:
+            strategy.task_inference = rule
+            collector.reset()
+            strategy.eval(test_stream)
+            out[rule] = {k.lower(): _mean_of(collector.values[k]) for k in ("TAg", "TAw", "TaskId")}
+    finally:
+        strategy.task_inference = trained_rule
+    return out
+
+
+def _mean_of(values: Dict[int, float]) -> Optional[float]:
+    return sum(values.values()) / len(values) if values else None
 
 
 def _normalisation(model) -> str:
@@ -480,6 +521,7 @@ def run(
     device: str,
     log: Callable[[str], None],
     make_wandb_logger: Optional[Callable[[str, int, Dict[str, Any]], Any]] = None,
+    rules: Sequence[str] = (),
 ) -> Dict[str, Any]:
     start = time.perf_counter()
     log(f"Loading benchmark {preset.benchmark} ...")
@@ -510,17 +552,18 @@ def run(
         },
         "strategies": {},
     }
-    from benchmarks.report import aggregate, mean_matrix
+    from benchmarks.report import aggregate, aggregate_rules, mean_matrix
 
     for name in strategies:
         spec = STRATEGIES[name]
         log(f"Strategy {spec.label}")
-        runs = [run_strategy(name, spec, base, benchmark, seed, log, make_wandb_logger) for seed in seeds]
+        runs = [run_strategy(name, spec, base, benchmark, seed, log, make_wandb_logger, rules) for seed in seeds]
         entry = {
             "label": spec.label,
             "normalisation": runs[0]["normalisation"],
             "runs": runs,
             **aggregate(runs),
+            "rules": aggregate_rules(runs),
             "tag_matrix_mean": mean_matrix([r["tag_matrix"] for r in runs]),
             "taw_matrix_mean": mean_matrix([r["taw_matrix"] for r in runs]),
             "curves": {
@@ -557,8 +600,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--benchmark", help="run the preset's settings on another benchmark name")
     parser.add_argument("--data-root", help="folder holding the real benchmarks' files (and the glyph cache)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")
-    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES),
-                        metavar="NAME", help=f"subset to run (default: all of {', '.join(STRATEGIES)})")
+    parser.add_argument("--strategies", nargs="+", default=list(DEFAULT_STRATEGIES), choices=list(STRATEGIES),
+                        metavar="NAME", help=f"strategies to run (default: {', '.join(DEFAULT_STRATEGIES)}; "
+                                             f"also the ablation rungs {', '.join(LADDER)})")
     parser.add_argument("--out", type=Path, help="output folder (default: results/<benchmark>-<timestamp>/)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, or auto (default: cpu)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
@@ -566,6 +610,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: 1 on cpu, where small models gain little from more and "
                              "OpenMP's spinning threads slow down 5-8x on a shared, busy machine; torch's default on GPU)")
+    parser.add_argument("--rules", nargs="+", default=[], metavar="RULE",
+                        help="also evaluate each final MIND/PackNet model under these task-inference rules "
+                             "(max_confidence, entropy, max_logit, energy, zscore, likelihood_ratio): "
+                             "the same weights, only the TAg choice differs")
     parser.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     parser.add_argument("--quiet", action="store_true", help="print only the final table")
     wandb = add_wandb_arguments(parser)
@@ -598,6 +646,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for name in sorted(PRESETS):
             print(f"{name:20s} {PRESETS[name].description}")
         return 0
+    from avalanche_mind.task_id import TASK_INFERENCE_RULES
+
+    unknown = [r for r in args.rules if r not in TASK_INFERENCE_RULES]
+    if unknown:
+        print(f"error: unknown --rules {unknown}; use some of {list(TASK_INFERENCE_RULES)}", file=sys.stderr)
+        return 2
     try:
         preset = get_preset("tiny" if args.tiny else args.preset)
         if args.benchmark:
@@ -625,7 +679,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         run(preset, seeds=args.seeds, strategies=args.strategies, out=out, data_root=args.data_root,
-            device=device, log=log, make_wandb_logger=wandb_factory(args, preset, stamp))
+            device=device, log=log, make_wandb_logger=wandb_factory(args, preset, stamp), rules=args.rules)
     except FileNotFoundError as error:
         print(f"error: the data of benchmark {preset.benchmark!r} is missing.\n{error}", file=sys.stderr)
         return 2

@@ -85,6 +85,26 @@ def mean_matrix(matrices: Sequence[Matrix]) -> Matrix:
 
 
 # ---------------------------------------------------------------- writers
+def aggregate_rules(runs: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Dict[str, Optional[float]]]]:
+    """Per task-inference rule: mean and std over seeds of the final TAg/TAw/TaskId."""
+    rules = runs[0].get("rules") or {}
+    return {rule: aggregate([r["rules"][rule] for r in runs]) for rule in rules}
+
+
+def rules_table(result: Dict[str, Any]) -> str:
+    """The same trained models under each task-inference rule (``--rules``), or '' without it."""
+    lines = []
+    for entry in result["strategies"].values():
+        for rule, stats in (entry.get("rules") or {}).items():
+            mean, std = stats["mean"], stats["std"]
+            cells = [entry["label"], rule] + [_fmt(mean[k], "pct", std[k]) for k in ("tag", "taw", "taskid")]
+            lines.append("| " + " | ".join(cells) + " |")
+    if not lines:
+        return ""
+    head = "\n| Strategy | Task inference | TAg | TAw | TaskId |\n|---|---|---|---|---|\n"
+    return head + "\n".join(lines) + "\n"
+
+
 def _fmt(value: Optional[float], kind: str, std: Optional[float] = None) -> str:
     if value is None:
         return "n/a"
@@ -117,7 +137,7 @@ def markdown_table(result: Dict[str, Any]) -> str:
         cells = [entry["label"]] + [_fmt(mean[k], kind, std[k]) for k, _, kind in SCALARS]
         lines.append("| " + " | ".join(cells) + " |")
     notes = "\n".join(f"- {n}" for n in result["notes"])
-    return head + "\n".join(lines) + "\n\nNotes:\n" + notes + "\n"
+    return head + "\n".join(lines) + "\n" + rules_table(result) + "\nNotes:\n" + notes + "\n"
 
 
 def write_json(result: Dict[str, Any], path: Path) -> None:

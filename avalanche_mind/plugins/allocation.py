@@ -26,5 +26,6 @@ class AllocationPlugin(SupervisedPlugin):
     def before_training_exp(self, strategy: "MIND", **kwargs) -> None:
         task = strategy.current_task
         strategy.ownership.allocate(
-            task, strategy.state.slices[task], rule=self.rule, generator=strategy.generator
+            task, strategy.state.slices[task], rule=self.rule, generator=strategy.generator,
+            zero_start=strategy.zero_start,
         )

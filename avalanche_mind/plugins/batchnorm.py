@@ -6,7 +6,8 @@ BatchNorm is trained on the first experience only and frozen afterwards.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Dict, Iterator
 
 import torch
 from avalanche.core import SupervisedPlugin
@@ -34,6 +35,26 @@ def load_batchnorm_state(model: nn.Module, snapshot: Dict[str, Tensor]) -> None:
     for name, module in batchnorm_modules(model):
         prefix = f"{name}."
         module.load_state_dict({k[len(prefix):]: v for k, v in snapshot.items() if k.startswith(prefix)})
+
+
+@contextmanager
+def frozen_running_statistics(model: nn.Module) -> Iterator[None]:
+    """Train-mode BatchNorm (batch statistics) that leaves the running statistics unchanged.
+
+    For passes on inputs that are not the task's own (rotated surrogates): momentum
+    0 keeps the running mean and variance exactly as they were.
+    """
+    saved = [(m, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
+             for _, m in batchnorm_modules(model)]
+    for module, _, _ in saved:
+        module.momentum = 0.0
+    try:
+        yield
+    finally:
+        for module, momentum, tracked in saved:
+            module.momentum = momentum
+            if tracked is not None:
+                module.num_batches_tracked.copy_(tracked)
 
 
 class BatchNormPlugin(SupervisedPlugin):

@@ -92,7 +92,8 @@ class TeacherPlugin(SupervisedPlugin):
 
     def _train_in_place(self, strategy: "MIND", slice_: Tensor) -> None:
         ownership, task = strategy.ownership, strategy.current_task
-        ownership.reinitialise_free(strategy.generator)
+        if not strategy.zero_start:  # zero start: FREE weights stay at zero, the teacher starts as sub-network t-1
+            ownership.reinitialise_free(strategy.generator)
         ownership.activate_dense()
         guard = guard_for(
             strategy.model,
@@ -117,7 +118,7 @@ class TeacherPlugin(SupervisedPlugin):
             for mbatch in strategy.dataloader:
                 x = mbatch[0].to(strategy.device, non_blocking=True)
                 y = targets_of[mbatch[1].to(strategy.device)]
-                loss = F.cross_entropy(teacher(x)[:, slice_], y)
+                loss = F.cross_entropy(teacher(x)[:, slice_], y) + strategy.rejection_loss(teacher, x, slice_)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 guarded_step(optimizer, guard)

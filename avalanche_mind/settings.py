@@ -1,0 +1,19 @@
+"""The paper's method as keyword arguments, beside the choices MIND's own defaults make.
+
+Kept free of torch and Avalanche imports, so the command line can read it cheaply.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+NEW_WEIGHTS = ("zero", "random")
+REJECTIONS = (None, "rotation")
+
+PAPER_SETTINGS: Dict[str, Any] = {
+    "new_weights": "zero",
+    "rejection": None,
+    "task_inference": "max_confidence",
+}
+"""``MIND(model=..., n_experiences=..., **PAPER_SETTINGS)`` is the paper's method exactly, as the
+authors' code runs it. MIND's defaults depart from it for task identification; the README's
+"Defaults and the paper" section says how and by how much each step gains."""

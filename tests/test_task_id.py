@@ -1,0 +1,204 @@
+"""Task identification: the rules, the training-data statistics, zero start, rotation rejection."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from avalanche_mind import MIND, PAPER_SETTINGS, small_cnn
+from avalanche_mind.checkpoint import save_checkpoint
+from avalanche_mind.inference import SubnetworkBank, predict
+from avalanche_mind.plugins.batchnorm import batchnorm_modules, frozen_running_statistics
+from avalanche_mind.predictor import Predictor
+from avalanche_mind.state import MINDState
+from avalanche_mind.task_id import (
+    ScoreStatistics,
+    choose_task,
+    collect_statistics,
+    rotations,
+    score_pair,
+    task_scores,
+    uniform_target_loss,
+)
+
+from conftest import make_mind
+
+
+def _statistics(own, foreign):
+    """Statistics whose task t has score pairs ``own[t]`` on its own inputs and ``foreign[t]`` on others."""
+    stats = ScoreStatistics()
+    for t, (mine, other) in enumerate(zip(own, foreign)):
+        stats.add_task()
+        stats.update(t, "own", torch.tensor(mine, dtype=torch.float64))
+        stats.update(t, "foreign", torch.tensor(other, dtype=torch.float64))
+    return stats
+
+
+def test_zscore_compares_each_task_with_its_own_inputs():
+    # Task 1 is always more confident than task 0 on raw max-softmax; on its own
+    # inputs it is far more confident still, so a moderately confident answer is unusual for it.
+    slice0 = torch.tensor([[2.0, 0.0]])  # log max softmax about -0.13
+    slice1 = torch.tensor([[3.0, 0.0]])  # about -0.05
+    assert choose_task([slice0, slice1], 1.0, "max_confidence").tolist() == [1]
+    own0 = [[1.0, 1.5], [2.0, 2.2], [3.0, 3.1]]  # log max softmax -0.5, -0.2, -0.1: spread, lowish
+    own1 = [[9.0, 9.0001], [10.0, 10.0001], [11.0, 11.0002]]  # almost exactly 0: a sharp own distribution
+    stats = _statistics([own0, own1], [[[0.0, 1.0], [0.5, 1.2]]] * 2)
+    assert choose_task([slice0, slice1], 1.0, "zscore", stats).tolist() == [0]
+
+
+def test_likelihood_ratio_uses_foreign_statistics():
+    # Both tasks' own inputs look alike; task 1's foreign inputs look like this input, task 0's do not.
+    own = [[[5.0, 5.1], [6.0, 6.1], [5.5, 5.7], [6.5, 6.6]]] * 2
+    foreign0 = [[0.0, 2.0], [0.5, 2.1], [1.0, 2.3], [0.2, 2.2]]
+    foreign1 = [[4.0, 4.4], [4.5, 4.8], [5.0, 5.5], [4.2, 4.5]]
+    stats = _statistics(own, [foreign0, foreign1])
+    x = torch.tensor([[4.6, 0.0]])
+    scores = task_scores([x, x], 1.0, "likelihood_ratio", stats)
+    assert scores[0, 0] > scores[0, 1]
+    assert choose_task([x, x], 1.0, "likelihood_ratio", stats).tolist() == [0]
+
+
+def test_statistics_rules_refuse_missing_statistics():
+    logits = [torch.randn(4, 3), torch.randn(4, 3)]
+    with pytest.raises(ValueError, match="needs score statistics"):
+        choose_task(logits, 1.0, "likelihood_ratio", ScoreStatistics())
+    with pytest.raises(ValueError, match="unknown task_inference"):
+        choose_task(logits, 1.0, "max-softmax")
+
+
+def test_cheap_scores():
+    a = torch.tensor([[4.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    b = torch.tensor([[3.0, 3.0, 3.0], [0.0, 0.0, 2.0]])
+    assert choose_task([a, b], 1.0, "max_logit").tolist() == [0, 1]
+    # energy (logsumexp): three logits of 3 outweigh one of 4
+    assert choose_task([a, b], 1.0, "energy").tolist() == [1, 1]
+    assert torch.allclose(score_pair(a)[:, 0], torch.tensor([4.0, 1.0]))
+
+
+def test_collect_statistics_counts_own_rotated_and_foreign_inputs():
+    slices = [torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5])]
+    seen = []
+
+    def logits_of(x, task):
+        seen.append(task)
+        return torch.randn(len(x), 6, generator=torch.Generator().manual_seed(task))
+
+    stats = ScoreStatistics()
+    batches = [torch.randn(5, 1, 4, 4), torch.randn(3, 1, 4, 4)]
+    collect_statistics(stats, logits_of, slices, 0, batches)
+    collect_statistics(stats, logits_of, slices, 2, batches)  # task 1 has none: never trained here
+    counts = {k: stats.sums[f"{k}.count"].tolist() for k in ("own", "rotated", "foreign")}
+    assert counts == {"own": [8, 0, 8], "rotated": [8, 0, 8], "foreign": [8, 8, 0]}
+    assert not stats.complete(3) and stats.complete(1)
+    restored = ScoreStatistics(stats.state_dict())
+    assert all(torch.equal(restored.sums[k], v) for k, v in stats.sums.items())
+
+
+def test_rotations_turn_each_input_by_90_180_or_270_degrees():
+    x = torch.arange(6 * 9, dtype=torch.float32).view(6, 1, 3, 3)
+    r = rotations(x)
+    for i in range(6):
+        assert torch.equal(r[i], torch.rot90(x[i], i % 3 + 1, dims=(1, 2)))
+    with pytest.raises(ValueError, match="square images"):
+        rotations(torch.zeros(2, 1, 3, 4))
+
+
+def test_uniform_target_loss_is_smallest_for_a_flat_slice():
+    flat, peaked = torch.zeros(2, 4), torch.tensor([[5.0, 0, 0, 0]] * 2)
+    assert uniform_target_loss(flat) < uniform_target_loss(peaked)
+    assert uniform_target_loss(flat).item() == pytest.approx(torch.log(torch.tensor(4.0)).item())
+
+
+def test_rotated_pass_leaves_batchnorm_running_statistics_unchanged():
+    model = small_cnn(4).train()
+    before = {n: (m.running_mean.clone(), m.running_var.clone(), int(m.num_batches_tracked))
+              for n, m in batchnorm_modules(model)}
+    with frozen_running_statistics(model):
+        model(torch.randn(8, 3, 16, 16))
+    for name, module in batchnorm_modules(model):
+        mean, var, tracked = before[name]
+        assert torch.equal(module.running_mean, mean) and torch.equal(module.running_var, var)
+        assert int(module.num_batches_tracked) == tracked and module.momentum == 0.1
+    model(torch.randn(8, 3, 16, 16))  # a normal pass does move them: the check above can fail
+    assert not torch.equal(batchnorm_modules(model)[0][1].running_mean, before[batchnorm_modules(model)[0][0]][0])
+
+
+# ------------------------------------------------------------------ with MIND
+
+
+@pytest.mark.parametrize("self_distillation", [False, True])
+@pytest.mark.parametrize("new_weights", ["zero", "random"])
+def test_zero_start_gives_new_weights_the_value_zero(class_incremental, new_weights, self_distillation):
+    # No distillation epochs: experience 1's weights are exactly what allocation gave them.
+    strategy = make_mind(new_weights=new_weights, self_distillation=self_distillation,
+                         teacher_epochs=0 if self_distillation else 1, train_epochs=0)
+    strategy.train(class_incremental.train_stream[0], eval_streams=[])
+    strategy.train(class_incremental.train_stream[1], eval_streams=[])
+    for layer in strategy.ownership.layers.values():
+        new = layer.weight[layer.owner == 1]
+        if new_weights == "zero":
+            assert new.abs().sum() == 0
+        else:
+            assert (new != 0).float().mean() > 0.9
+        assert (layer.weight[layer.owner == 0] != 0).float().mean() > 0.9  # task 0 starts from random
+
+
+def test_bn_first_task_only_trains_the_student_with_snapshot_0(class_incremental):
+    """The ablation's bug: the guard copied the teacher's BatchNorm affine terms, not snapshot 0's."""
+    strategy = make_mind(self_distillation=True, bn_per_task=False, beta=0.0, teacher_epochs=2, train_epochs=2)
+    strategy.train(class_incremental.train_stream[0], eval_streams=[])
+    strategy.train(class_incremental.train_stream[1], eval_streams=[])
+    first, second = strategy.state.bn_snapshots
+    for key, value in first.items():
+        assert torch.equal(second[key], value), key
+    live = {f"{n}.{k}": v for n, m in batchnorm_modules(strategy.model) for k, v in m.state_dict().items()}
+    assert all(torch.equal(live[k], v) for k, v in first.items())
+
+
+def test_paper_settings_are_the_papers_method():
+    strategy = MIND(model=small_cnn(4), n_experiences=2, **PAPER_SETTINGS)
+    assert (strategy.task_inference, strategy.rejection, strategy.new_weights) == ("max_confidence", None, "zero")
+    with pytest.raises(ValueError, match="unknown rejection"):
+        MIND(model=small_cnn(4), n_experiences=2, rejection="rotations")
+    with pytest.raises(ValueError, match="unknown new_weights"):
+        MIND(model=small_cnn(4), n_experiences=2, new_weights="he")
+
+
+@pytest.fixture(scope="module")
+def statistics_run(class_incremental, tmp_path_factory):
+    strategy = make_mind(rejection="rotation", task_inference="likelihood_ratio", n_experiences=3,
+                         teacher_epochs=2, train_epochs=2)
+    for experience in class_incremental.train_stream[:3]:
+        strategy.train(experience, eval_streams=[])
+    path = tmp_path_factory.mktemp("task_id") / "mind.pt"
+    save_checkpoint(strategy, path)
+    return strategy, path
+
+
+def test_statistics_are_gathered_from_training_data_as_it_streams_by(statistics_run, class_incremental):
+    strategy, _ = statistics_run
+    stats = strategy.state.score_statistics
+    sizes = [len(e.dataset) for e in class_incremental.train_stream[:3]]
+    assert stats.sums["own.count"].tolist() == sizes
+    assert stats.sums["rotated.count"].tolist() == sizes
+    # task t's foreign inputs: the training inputs of every later experience
+    assert stats.sums["foreign.count"].tolist() == [sizes[1] + sizes[2], sizes[2], 0]
+
+
+def test_statistics_travel_in_checkpoints_and_the_predictor_agrees(statistics_run, class_incremental):
+    strategy, path = statistics_run
+    state = MINDState()
+    state.load_state_dict(strategy.state.state_dict())
+    assert all(torch.equal(state.score_statistics.sums[k], v) for k, v in strategy.state.score_statistics.sums.items())
+    predictor = Predictor.from_checkpoint(path, small_cnn(10))
+    assert predictor.task_inference == "likelihood_ratio"
+    strategy.model.eval()
+    x = torch.cat([class_incremental.test_stream[t].dataset[i][0][None] for t in range(3) for i in range(4)])
+    bank = SubnetworkBank(strategy.model, strategy.ownership, strategy.state.bn_snapshots, 3, True)
+    slices = [strategy.output_slice(t) for t in range(3)]
+    expected = predict(bank, x, slices, strategy.temperature, "likelihood_ratio",
+                       statistics=strategy.state.score_statistics)
+    out = predictor.predict(x)
+    assert torch.equal(out.classes, expected.tag_class) and torch.equal(out.tasks, expected.task)
+    with pytest.raises(ValueError, match="needs score statistics"):
+        Predictor(small_cnn(10), MINDState(slices=[[0, 1]], experience_ids=[0], bn_snapshots=[{}]),
+                  n_experiences=3, task_inference="zscore")
