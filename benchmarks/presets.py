@@ -213,7 +213,7 @@ register(Preset(
 for _name, _what in (
     ("glyphs-permuted", "a fixed pixel permutation per domain (domain 0 unpermuted)"),
     ("glyphs-rotated", "a fixed rotation per domain (0, 45, 90, 135, 180 degrees)"),
-    ("glyphs-shift", "a hard style shift per domain (clean, inverted, noise, blur, colour swap)"),
+    ("glyphs-shift", "a hard style shift per domain (clean, inverted, noisy, blurred, colour-swapped; polarity alternating)"),
 ):
     register(dataclasses.replace(
         PRESETS["glyphs-domain-cpu"],

@@ -355,3 +355,17 @@ def test_new_domain_benchmarks_check_their_arguments():
         glyph_permuted(n_domains=0)
     with pytest.raises(ValueError, match="angles"):
         glyph_rotated(n_domains=3, angles=(0, 90))
+
+
+def test_shift_domains_alternate_the_glyph_polarity():
+    """Dark glyphs on light grounds, then light on dark, in turn: what makes fine-tuning forget."""
+    luma = np.array([0.299, 0.587, 0.114])
+    for k, domain in enumerate(SHIFT_DOMAINS):
+        x, _ = render_glyphs(CHARACTERS[:4], 3, seed=0, style=domain.style, image_size=32)
+        lum = (domain.apply(x).astype(np.float64) / 255) @ luma
+        flat = lum.reshape(len(lum), -1)
+        ground = np.median(flat, axis=1)
+        # The glyph is the longer tail of the luma distribution: below the ground if dark.
+        below = ground - np.percentile(flat, 1, axis=1)
+        above = np.percentile(flat, 99, axis=1) - ground
+        assert ((below > above) if k % 2 == 0 else (above > below)).all(), domain.name

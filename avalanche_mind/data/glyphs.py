@@ -221,8 +221,10 @@ STYLES: dict[str, GlyphStyle] = {
             colours="grey_light_on_dark",
             min_contrast=0.5,
         ),
-        # Domains of the style-shift benchmark: the same glyph samples (shared draws),
-        # drawn so that low-level statistics conflict between domains.
+        # Domains of the style-shift benchmark: the same glyph samples (shared draws).
+        # Each domain has one fixed polarity and the polarity alternates, so that
+        # what a domain teaches contradicts the one before: with random polarity in
+        # each domain (colours "grey"/"any") Naive fine-tuning forgot 9 points only.
         GlyphStyle(
             "shift-clean",
             max_rotation=10.0,
@@ -235,7 +237,7 @@ STYLES: dict[str, GlyphStyle] = {
             "shift-noise",
             max_rotation=10.0,
             scale=(0.6, 0.9),
-            colours="grey",
+            colours="grey_dark_on_light",
             min_contrast=0.5,
             noise_std=0.3,
             draws="shift",
@@ -244,7 +246,7 @@ STYLES: dict[str, GlyphStyle] = {
             "shift-blur",
             max_rotation=10.0,
             scale=(0.6, 0.9),
-            colours="grey",
+            colours="grey_light_on_dark",
             min_contrast=0.5,
             blur=1.5,
             draws="shift",
@@ -254,7 +256,7 @@ STYLES: dict[str, GlyphStyle] = {
             max_rotation=10.0,
             scale=(0.6, 0.9),
             background="texture",
-            colours="any",
+            colours="dark_on_light",
             min_contrast=0.4,
             draws="shift",
         ),
@@ -770,13 +772,15 @@ def rotated_domains(angles: Sequence[float], base: Union[str, GlyphStyle] = "pla
     ]
 
 
-#: Domains of :func:`glyph_shift`, in order: the same glyph samples each time.
+#: Domains of :func:`glyph_shift`, in order: the same glyph samples each time,
+#: dark and light glyphs in turn.
 SHIFT_DOMAINS: tuple[GlyphDomain, ...] = (
     GlyphDomain("clean", "shift-clean"),  # dark grey glyph on a light solid ground
-    GlyphDomain("inverted", "shift-clean", invert=True),  # the same images, negated
-    GlyphDomain("noise", "shift-noise"),  # Gaussian noise std 0.3 over grey glyphs
-    GlyphDomain("blur", "shift-blur"),  # blurred edges (1.5 px radius)
-    GlyphDomain("colour-swap", "shift-colour", channels=(2, 0, 1)),  # textured colour, BRG
+    GlyphDomain("inverted", "shift-clean", invert=True),  # the same images, negated: light on dark
+    GlyphDomain("noise", "shift-noise"),  # dark on light under Gaussian noise (std 0.3 per channel)
+    GlyphDomain("blur", "shift-blur"),  # light on dark, edges blurred (1.5 px radius)
+    # Dark coloured glyph on a light coloured texture, channels reordered (RGB -> BRG).
+    GlyphDomain("colour-swap", "shift-colour", channels=(2, 0, 1)),
 )
 
 
@@ -866,9 +870,13 @@ def glyph_shift(
 ):
     """Glyphs under a hard style shift per domain (:data:`SHIFT_DOMAINS`).
 
-    The same glyph samples in every domain, drawn clean, then contrast-inverted,
-    under heavy noise, blurred, and in textured colours with the channels
-    reordered. Arguments and result as :func:`glyph_domain_incremental`.
+    The same glyph samples in every domain: clean dark-on-light, the same images
+    contrast-inverted, dark-on-light under heavy noise, light-on-dark blurred, and
+    dark coloured glyphs on a light colour texture with the channels reordered.
+    Each domain has one polarity and consecutive domains alternate it, so that
+    fine-tuning on one undoes the previous (README: 33 points of forgetting for
+    Naive on the CPU preset, against 9 with random polarity in each domain).
+    Arguments and result as :func:`glyph_domain_incremental`.
     """
     _check_int("n_domains", n_domains, 1, len(SHIFT_DOMAINS))
     return _domain_benchmark(
