@@ -181,16 +181,37 @@ def _instructions(files: DatasetFiles, root: Path) -> str:
 
 @contextlib.contextmanager
 def _download_errors(files: DatasetFiles, root: Path, downloading: bool) -> Iterator[None]:
-    """Turn a failed download (host up, transfer failed) into the same clear error."""
+    """Turn a failed download into the same clear error.
+
+    Two cases: the files were absent and the transfer failed (host up); or the
+    files were found but the loader rejected them and fell back on a download that
+    failed (torchvision compares each CIFAR file's md5 with the official one and
+    downloads the archive again on a mismatch, which offline ends in a ``URLError``).
+    """
     try:
         yield
     except (OSError, RuntimeError) as error:
-        if not downloading or isinstance(error, DatasetNotAvailableError):
+        if isinstance(error, DatasetNotAvailableError):
+            raise
+        if downloading:
+            raise DatasetNotAvailableError(
+                f"Downloading {files.name} into {root} failed ({error}).\n"
+                + _instructions(files, root)
+            ) from error
+        if not _is_download_failure(error):
             raise
         raise DatasetNotAvailableError(
-            f"Downloading {files.name} into {root} failed ({error}).\n"
-            + _instructions(files, root)
+            f"{files.name} was found under {root} but could not be loaded: the loader rejected "
+            f"the files (incomplete, or not the official ones: it checks their checksums) and "
+            f"the download it fell back on failed ({error}).\n" + _instructions(files, root)
         ) from error
+
+
+def _is_download_failure(error: BaseException) -> bool:
+    """True for the network errors a download raises (``urllib``, sockets, HTTP)."""
+    from urllib.error import URLError
+
+    return isinstance(error, (URLError, ConnectionError, TimeoutError, socket.gaierror))
 
 
 def _root(data_root: Optional[PathLike], default_name: str) -> Path:
