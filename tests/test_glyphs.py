@@ -369,3 +369,16 @@ def test_shift_domains_alternate_the_glyph_polarity():
         below = ground - np.percentile(flat, 1, axis=1)
         above = np.percentile(flat, 99, axis=1) - ground
         assert ((below > above) if k % 2 == 0 else (above > below)).all(), domain.name
+
+
+def test_older_styles_keep_their_cache_key():
+    """rotation and draws came later: at their neutral value they stay out of the key, so the
+    caches rendered before them are still read; a rotated style's key holds both."""
+    import json
+
+    def key(style):
+        return json.loads(glyphs._cache_key(FIVE, 3, 2, 0, glyphs._resolve_style(style), 16))["style"]
+
+    assert not {"rotation", "draws"} & set(key("default"))
+    turned = rotated_domains([45.0])[0].style
+    assert (key(turned)["rotation"], key(turned)["draws"]) == (45.0, "plain")

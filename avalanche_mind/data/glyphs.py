@@ -301,11 +301,10 @@ class GlyphDomain:
         """The domain's view of rendered images ``(N, H, W, 3)`` uint8 (a new array)."""
         n, h, w, c = images.shape
         out = images
-        order = self.pixel_permutation(h) if h == w else None
-        if self.permutation is not None and order is None:
-            raise ValueError("pixel permutations need square images")
-        if order is not None:
-            out = out.reshape(n, h * w, c)[:, order].reshape(n, h, w, c)
+        if self.permutation is not None:
+            if h != w:
+                raise ValueError(f"pixel permutations need square images, got {h}x{w}")
+            out = out.reshape(n, h * w, c)[:, self.pixel_permutation(h)].reshape(n, h, w, c)
         if self.invert:
             out = 255 - out
         if tuple(self.channels) != (0, 1, 2):
@@ -546,7 +545,7 @@ def _cache_key(chars, train_per_class, test_per_class, seed, style, image_size) 
             "train_per_class": int(train_per_class),
             "test_per_class": int(test_per_class),
             "seed": int(seed),
-            "style": dataclasses.asdict(style),
+            "style": _style_key(style),
             "image_size": int(image_size),
             "fonts": [f.file for f in _available_faces()],
             "matplotlib": matplotlib.__version__,
@@ -554,6 +553,19 @@ def _cache_key(chars, train_per_class, test_per_class, seed, style, image_size) 
         },
         sort_keys=True,
     )
+
+
+#: GlyphStyle fields added after caches existed, with the value that draws as before.
+_LATER_STYLE_FIELDS = {"rotation": 0.0, "draws": None}
+
+
+def _style_key(style: GlyphStyle) -> dict:
+    """The style's fields; later ones are left out at their neutral value, so older caches stay valid."""
+    fields = dataclasses.asdict(style)
+    for name, neutral in _LATER_STYLE_FIELDS.items():
+        if fields[name] == neutral:
+            del fields[name]
+    return fields
 
 
 def load_glyph_arrays(
