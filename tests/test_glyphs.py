@@ -382,3 +382,19 @@ def test_older_styles_keep_their_cache_key():
     assert not {"rotation", "draws"} & set(key("default"))
     turned = rotated_domains([45.0])[0].style
     assert (key(turned)["rotation"], key(turned)["draws"]) == (45.0, "plain")
+
+
+def test_new_benchmarks_have_cpu_presets_modelled_on_glyphs_domain_cpu():
+    import dataclasses
+
+    from avalanche_mind.data.real import BENCHMARKS
+    from benchmarks.presets import get_preset
+
+    reference = dataclasses.asdict(get_preset("glyphs-domain-cpu"))
+    for kind in NEW_BENCHMARKS:
+        preset = get_preset(f"glyphs-{kind}-cpu")
+        assert preset.benchmark == f"glyphs-{kind}" and preset.benchmark in BENCHMARKS
+        fields = dataclasses.asdict(preset)
+        for name in ("name", "description", "benchmark"):
+            fields.pop(name), reference.pop(name, None)
+        assert fields == reference, kind  # same data sizes, backbone, schedule and notes
