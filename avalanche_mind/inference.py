@@ -36,7 +36,12 @@ from torch.func import functional_call
 
 from avalanche_mind.layers import GatedConv2d, GatedLinear
 from avalanche_mind.ownership import OwnershipMap
-from avalanche_mind.task_id import TASK_INFERENCE_RULES, ScoreStatistics, choose_task  # noqa: F401 (re-exported)
+from avalanche_mind.task_id import (  # noqa: F401 (TASK_INFERENCE_RULES re-exported)
+    STATISTICS_RULES,
+    TASK_INFERENCE_RULES,
+    ScoreStatistics,
+    choose_task,
+)
 
 BANK_MODES = ("auto", "module", "graph", "batched")
 
@@ -116,8 +121,13 @@ def _module_and_attr(target: str) -> Tuple[str, str]:
     return module, attr
 
 
-def _trace_for_tasks(model: nn.Module, gated: Dict[str, nn.Module], fold_batchnorm: bool):
+def _trace_for_tasks(
+    model: nn.Module, gated: Dict[str, nn.Module], fold_batchnorm: bool, features_of: Optional[str] = None
+):
     """Trace ``model`` and rewrite it as ``f(x, *slots)``; return (GraphModule, slots).
+
+    ``features_of``: the name of the classifier layer; ``f`` then returns
+    ``(the classifier's input, logits)`` (penultimate features, for task identification).
 
     Raises :class:`_Untraceable` when the forward reads a gated weight, a mask or a
     BatchNorm module in a way this rewrite does not know, so no task could end up
@@ -259,6 +269,13 @@ def _trace_for_tasks(model: nn.Module, gated: Dict[str, nn.Module], fold_batchno
             env[node] = new.call_function(node.target, tuple(args), {})
             continue
         env[node] = new.node_copy(node, lambda n: env[n])
+    if features_of is not None:
+        muls = [mul for mul, layer in masked.items() if layer == features_of]
+        consumers = list(muls[0].users) if muls else []
+        if len(consumers) != 1 or not consumers[0].args or not isinstance(consumers[0].args[0], torch.fx.Node):
+            raise _Untraceable(f"the input of classifier {features_of} is not found")
+        output = next(n for n in new.nodes if n.op == "output")
+        output.args = ((env[consumers[0].args[0]], output.args[0]),)
     new.lint()
     module = torch.fx.GraphModule(traced, new)
     module.graph.eliminate_dead_code()
@@ -314,6 +331,9 @@ class SubnetworkBank:
         if isinstance(tasks_per_pass, bool) or not isinstance(tasks_per_pass, int) or tasks_per_pass < 1:
             raise ValueError(f"tasks_per_pass must be an integer >= 1, got {tasks_per_pass!r}")
         self.model = model
+        self.ownership, self.bn_snapshots, self.weight_sharing = ownership, bn_snapshots, weight_sharing
+        self.fold_batchnorm = fold_batchnorm
+        self._features_fn = None
         self.tasks_per_pass = tasks_per_pass
         self._fn: Optional[Callable[..., Tensor]] = None
         self._slots: List[Slot] = []
@@ -421,6 +441,38 @@ class SubnetworkBank:
             return torch.cat(chunks)
         return torch.stack(self.all_logits(x))
 
+    def features_and_logits(self, x: Tensor, task: int) -> Tuple[Tensor, Tensor]:
+        """Sub-network ``task``'s penultimate features (its classifier's input) and logits."""
+        if self._features_fn is None and self.mode == "graph":
+            try:
+                self._features_fn, _ = _trace_for_tasks(
+                    self.model, dict(self.ownership.layers), self.fold_batchnorm, self.ownership.classifier_name
+                )
+            except _Untraceable:
+                self._features_fn = False
+        if self.mode == "graph" and self._features_fn:
+            return self._features_fn(self._prepare(x), *self._task_inputs[task])
+        captured: List[Tensor] = []
+        hook = self.ownership.classifier.register_forward_pre_hook(lambda _, args: captured.append(args[0]))
+        try:
+            tensors = self.tasks[task] if self.mode == "module" else self._module_tensors(task)
+            logits = functional_call(self.model, tensors, (x,))
+        finally:
+            hook.remove()
+        return captured[-1], logits
+
+    def _module_tensors(self, task: int) -> Dict[str, Tensor]:
+        """``task``'s masked weights and BatchNorm snapshot, by parameter name (for ``functional_call``)."""
+        with torch.no_grad():
+            tensors: Dict[str, Tensor] = {}
+            for name, layer in self.ownership.layers.items():
+                mask = self.ownership.subnetwork_mask(layer, task, self.weight_sharing)
+                tensors[f"{name}.weight"] = layer.weight.detach() * mask
+                tensors[f"{name}.mask"] = torch.ones((), device=layer.weight.device)
+            if task < len(self.bn_snapshots):
+                tensors.update(self.bn_snapshots[task])
+            return tensors
+
     def all_logits(self, x: Tensor) -> List[Tensor]:
         """Logits of every sub-network, one ``B x C`` tensor per task."""
         if self.mode == "batched":
@@ -457,9 +509,13 @@ def predict(
 
     ``rule`` and ``statistics``: see :mod:`avalanche_mind.task_id`.
     """
-    logits = bank.all_logits(x)
+    features = None
+    if rule in STATISTICS_RULES:
+        features, logits = map(list, zip(*(bank.features_and_logits(x, t) for t in range(len(bank)))))
+    else:
+        logits = bank.all_logits(x)
     slice_logits = [l[:, s] for l, s in zip(logits, slices)]
-    task = choose_task(slice_logits, temperature, rule, statistics)
+    task = choose_task(slice_logits, temperature, rule, statistics, features)
     output = logits[0].new_full(logits[0].shape, LOG_EPS)
     for t, (s, l) in enumerate(zip(slices, slice_logits)):
         rows = task == t

@@ -202,6 +202,21 @@ class _PackNetBank:
 
     def __init__(self, model: PackNetModel, n_tasks: int) -> None:
         self.model, self.n_tasks = model, n_tasks
+        # The module that computes the logits: a PackNet-wrapped Linear, or a plain one (multi-head classifier).
+        modules = list(model.modules())
+        wrapped = {id(m.wrappee) for m in modules if isinstance(getattr(m, "wrappee", None), nn.Module)}
+        linears = [m for m in modules if (isinstance(m, nn.Linear) and id(m) not in wrapped)
+                   or isinstance(getattr(m, "wrappee", None), nn.Linear)]
+        self.classifier = linears[-1]
+
+    def features_and_logits(self, x: Tensor, task: int):
+        captured: List[Tensor] = []
+        hook = self.classifier.register_forward_pre_hook(lambda _, args: captured.append(args[0]))
+        try:
+            logits = self.logits(x, task)
+        finally:
+            hook.remove()
+        return captured[-1], logits
 
     def __len__(self) -> int:
         return self.n_tasks
@@ -269,8 +284,8 @@ class PackNetTAg(SupervisedTemplate):
         was_training = self.model.training
         self.model.eval()
         with torch.no_grad():
-            collect_statistics(self.statistics, bank.logits, self.slices, self.train_task,
-                               (mb[0].to(self.device) for mb in loader))
+            collect_statistics(self.statistics, bank.features_and_logits, self.slices, self.train_task,
+                               lambda: ((mb[0].to(self.device), mb[1]) for mb in loader))
         self.model.train(was_training)
 
     def _before_eval_exp(self, **kwargs) -> None:

@@ -84,6 +84,8 @@ def _build_mind(**variant: Any) -> Callable[[RunContext], Any]:
         settings = dict(variant)
         if settings.pop("paper", False):
             settings = {**_paper_settings(), **settings}
+        elif not settings:  # the defaults row: the preset may set MIND's keywords
+            settings = dict(p.mind_kwargs)
         return MIND(
             model=model, n_experiences=ctx.n_experiences,
             teacher_epochs=p.teacher_epochs, teacher_milestones=p.teacher_milestones, teacher_lr=p.teacher_lr,
@@ -128,8 +130,8 @@ STRATEGIES: Dict[str, StrategySpec] = {
     "joint": StrategySpec("Joint (upper bound)", _baseline("joint"), joint=True),
 }
 
-LADDER = ("mind-paper-he", "mind-paper-rotation")
-"""Ablation rungs between the paper's method and the defaults: run on request (``--strategies``)."""
+LADDER = ("mind-paper-he", "mind-paper-rotation", "mind-sd", "mind-packnet-like")
+"""Ablations (rungs between the paper's method and the defaults, and the paper's own): run on request."""
 DEFAULT_STRATEGIES = tuple(name for name in STRATEGIES if name not in LADDER)
 
 # ------------------------------------------------------------------ measurement

@@ -53,6 +53,9 @@ class Preset:
     lwf_temperature: float = 2.0
     packnet_groups: int = 8
     """GroupNorm groups (affine=False) that replace PackNet's BatchNorm; see ``baselines.py``."""
+    mind_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments of the ``mind`` strategy (MIND's defaults otherwise), e.g.
+    ``--set mind_kwargs.task_inference=zscore``; the paper's and the ablation rows ignore them."""
     notes: Tuple[str, ...] = field(default_factory=tuple)
     """Caveats printed with every result of this preset (for example: reduced CPU budget)."""
 
@@ -284,8 +287,10 @@ def with_overrides(preset: Preset, assignments: Sequence[str]) -> Preset:
         key = key.strip()
         if "." in key:
             outer, inner = key.split(".", 1)
-            if outer not in ("benchmark_kwargs", "model_kwargs"):
-                raise ValueError(f"only benchmark_kwargs.<key> and model_kwargs.<key> can be nested, got {key!r}")
+            if outer not in ("benchmark_kwargs", "model_kwargs", "mind_kwargs"):
+                raise ValueError(
+                    f"only benchmark_kwargs.<key>, model_kwargs.<key> and mind_kwargs.<key> can be nested, got {key!r}"
+                )
             mapping = dict(changes.get(outer, getattr(preset, outer)))
             mapping[inner] = _coerce(mapping.get(inner), text)
             changes[outer] = mapping

@@ -17,7 +17,7 @@ from benchmarks.presets import PRESETS, get_preset, with_overrides
 from benchmarks.report import forgetting
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL = list(compare.DEFAULT_STRATEGIES)
+ALL = list(compare.STRATEGIES)
 ISOLATED = tuple(name for name in compare.STRATEGIES if name.startswith("mind") or name == "packnet")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RUN_KEYS = {
@@ -36,7 +36,7 @@ def tiny_run(tmp_path_factory):
 
     stdout, stderr = io.StringIO(), io.StringIO()
     with redirect_stdout(stdout), redirect_stderr(stderr):
-        status = compare.main(["--tiny", "--out", str(out)])
+        status = compare.main(["--tiny", "--out", str(out), "--strategies", *ALL])
     assert status == 0, stderr.getvalue()[-3000:]
     result = json.loads((out / "results.json").read_text())
     return out, stdout.getvalue(), result
@@ -44,6 +44,10 @@ def tiny_run(tmp_path_factory):
 
 def test_every_strategy_runs_and_every_output_is_written(tiny_run):
     out, stdout, result = tiny_run
+    # By default: MIND (defaults and the paper's), the baselines and the bounds; ablations on request.
+    defaults = compare.build_parser().parse_args([]).strategies
+    assert defaults == ["mind", "mind-paper", "packnet", "lwf", "naive", "joint"]
+    assert set(defaults) | set(compare.LADDER) == set(ALL)
     assert list(result["strategies"]) == ALL
     for name in ("results.json", "results.csv", "results.md", "accuracy_curves.png",
                  *(f"heatmap_{s}.png" for s in ALL)):
@@ -92,7 +96,7 @@ def test_isolation_methods_never_forget_with_task_labels(tiny_run):
     """Frozen sub-networks (and BN snapshots / GroupNorm): an old experience's TAw accuracy is
     bit-identical after every later experience, for MIND, its variants and PackNet."""
     _, _, result = tiny_run
-    for name in (n for n in ISOLATED if n in ALL):
+    for name in ISOLATED:
         run = result["strategies"][name]["runs"][0]
         matrix = run["taw_matrix"]
         for j in range(len(matrix)):
@@ -134,8 +138,9 @@ def test_parameters_kept_count_teachers_and_old_models(tiny_run):
     assert runs["joint"]["params_kept"] == model
     assert runs["lwf"]["params_kept"] == 2 * model  # LwF keeps the previous model
     assert runs["mind"]["params_model"] == model  # same backbone, gated
-    assert runs["mind"]["params_kept"] == 2 * model  # a fresh teacher per experience
-    assert runs["mind-sd"]["params_kept"] == model  # the teacher is the model itself
+    assert runs["mind-paper"]["params_kept"] == 2 * model  # a fresh teacher per experience
+    assert runs["mind"]["params_kept"] == model  # defaults: self-distillation, the teacher is the model itself
+    assert runs["mind-sd"]["params_kept"] == model
     assert runs["mind-packnet-like"]["params_kept"] == model
     # PackNet: BatchNorm's affine terms are gone with GroupNorm(affine=False), nothing else.
     assert runs["packnet"]["params_kept"] == runs["packnet"]["params_model"] < model

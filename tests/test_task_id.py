@@ -14,6 +14,7 @@ from avalanche_mind.task_id import (
     ScoreStatistics,
     choose_task,
     collect_statistics,
+    nearest_class_distance,
     rotations,
     score_pair,
     task_scores,
@@ -23,14 +24,27 @@ from avalanche_mind.task_id import (
 from conftest import make_mind
 
 
+F_DIM = 4
+
+
 def _statistics(own, foreign):
-    """Statistics whose task t has score pairs ``own[t]`` on its own inputs and ``foreign[t]`` on others."""
+    """Statistics whose task t has score vectors ``own[t]`` on its own inputs and ``foreign[t]`` on others,
+    and a feature model with one class mean at the origin (identity precision)."""
     stats = ScoreStatistics()
     for t, (mine, other) in enumerate(zip(own, foreign)):
         stats.add_task()
         stats.update(t, "own", torch.tensor(mine, dtype=torch.float64))
         stats.update(t, "foreign", torch.tensor(other, dtype=torch.float64))
+        stats.sums[f"features.{t}.means"] = torch.zeros(1, F_DIM, dtype=torch.float64)
+        stats.sums[f"features.{t}.precision"] = torch.eye(F_DIM, dtype=torch.float64)
     return stats
+
+
+def _features(distance):
+    """A feature vector at ``distance`` from the origin."""
+    f = torch.zeros(1, F_DIM)
+    f[0, 0] = distance
+    return f
 
 
 def test_zscore_compares_each_task_with_its_own_inputs():
@@ -39,28 +53,58 @@ def test_zscore_compares_each_task_with_its_own_inputs():
     slice0 = torch.tensor([[2.0, 0.0]])  # log max softmax about -0.13
     slice1 = torch.tensor([[3.0, 0.0]])  # about -0.05
     assert choose_task([slice0, slice1], 1.0, "max_confidence").tolist() == [1]
-    own0 = [[1.0, 1.5], [2.0, 2.2], [3.0, 3.1]]  # log max softmax -0.5, -0.2, -0.1: spread, lowish
-    own1 = [[9.0, 9.0001], [10.0, 10.0001], [11.0, 11.0002]]  # almost exactly 0: a sharp own distribution
-    stats = _statistics([own0, own1], [[[0.0, 1.0], [0.5, 1.2]]] * 2)
-    assert choose_task([slice0, slice1], 1.0, "zscore", stats).tolist() == [0]
+    own0 = [[1.0, 1.5, -1.0], [2.0, 2.2, -2.0], [3.0, 3.1, -3.0]]  # log max softmax -0.5, -0.2, -0.1: lowish
+    own1 = [[9.0, 9.0001, -1.0], [10.0, 10.0001, -2.0], [11.0, 11.0002, -3.0]]  # almost exactly 0: sharp
+    stats = _statistics([own0, own1], [[[0.0, 1.0, -5.0], [0.5, 1.2, -6.0]]] * 2)
+    features = [_features(2.0), _features(2.0)]  # the same, typical feature distance for both
+    assert choose_task([slice0, slice1], 1.0, "zscore", stats, features).tolist() == [0]
+    # A feature vector far from every class of task 0 tips the choice back.
+    assert choose_task([slice0, slice1], 1.0, "zscore", stats, [_features(40.0), _features(2.0)]).tolist() == [1]
 
 
 def test_likelihood_ratio_uses_foreign_statistics():
     # Both tasks' own inputs look alike; task 1's foreign inputs look like this input, task 0's do not.
-    own = [[[5.0, 5.1], [6.0, 6.1], [5.5, 5.7], [6.5, 6.6]]] * 2
-    foreign0 = [[0.0, 2.0], [0.5, 2.1], [1.0, 2.3], [0.2, 2.2]]
-    foreign1 = [[4.0, 4.4], [4.5, 4.8], [5.0, 5.5], [4.2, 4.5]]
+    own = [[[5.0, 5.1, -1.0], [6.0, 6.1, -1.5], [5.5, 5.7, -1.2], [6.5, 6.6, -0.8]]] * 2
+    foreign0 = [[0.0, 2.0, -4.0], [0.5, 2.1, -4.5], [1.0, 2.3, -3.8], [0.2, 2.2, -4.2]]
+    foreign1 = [[4.0, 4.4, -1.6], [4.5, 4.8, -1.4], [5.0, 5.5, -1.5], [4.2, 4.5, -1.7]]
     stats = _statistics(own, [foreign0, foreign1])
     x = torch.tensor([[4.6, 0.0]])
-    scores = task_scores([x, x], 1.0, "likelihood_ratio", stats)
+    features = [_features(1.5), _features(1.5)]
+    scores = task_scores([x, x], 1.0, "likelihood_ratio", stats, features)
     assert scores[0, 0] > scores[0, 1]
-    assert choose_task([x, x], 1.0, "likelihood_ratio", stats).tolist() == [0]
+    assert choose_task([x, x], 1.0, "likelihood_ratio", stats, features).tolist() == [0]
+
+
+def test_shared_foreign_lets_the_newest_task_borrow_what_foreign_inputs_look_like():
+    """Task 1 has seen no later experience; the foreign inputs of task 0, in task 0's own whitened
+    coordinates, sit well below its own: an input that low for task 1 is judged foreign to it too."""
+    g = torch.Generator().manual_seed(0)
+    centre0 = torch.tensor([5.0, 6.0, -1.0], dtype=torch.float64)
+    centre1 = torch.tensor([9.0, 9.5, -1.0], dtype=torch.float64)
+    own0 = torch.randn(200, 3, generator=g, dtype=torch.float64) + centre0
+    own1 = torch.randn(200, 3, generator=g, dtype=torch.float64) * 0.5 + centre1
+    stats = _statistics([own0.tolist(), own1.tolist()], [[[0.0, 0.0, 0.0]]] * 2)
+    stats.sums["foreign.count"].zero_(), stats.sums["foreign.sum"].zero_(), stats.sums["foreign.outer"].zero_()
+    foreign0 = own0[:100] - 3.0  # later experiences' inputs, as sub-network 0 scores them
+    stats.update(0, "foreign", foreign0)
+    stats.update(0, "foreign_white", stats.whiten(0, foreign0))
+    # Typical of task 0's own inputs for sub-network 0, and 3 below task 1's own for sub-network 1
+    # (still more confident than anything sub-network 0 says: the paper's rule picks task 1).
+    slice0, slice1 = torch.tensor([[5.0, -30.0]]), torch.tensor([[6.0, -30.0]])
+    features = [_features(1.0), _features(4.0)]
+    assert choose_task([slice0, slice1], 1.0, "max_logit").tolist() == [1]
+    white = stats.whiten(0, own0)
+    assert white.mean(0).abs().max() < 1e-6  # own inputs are centred in their own coordinates
+    assert choose_task([slice0, slice1], 1.0, "shared_foreign", stats, features).tolist() == [0]
 
 
 def test_statistics_rules_refuse_missing_statistics():
     logits = [torch.randn(4, 3), torch.randn(4, 3)]
     with pytest.raises(ValueError, match="needs score statistics"):
         choose_task(logits, 1.0, "likelihood_ratio", ScoreStatistics())
+    stats = _statistics([[[1.0, 2.0, 0.0], [2.0, 3.0, 1.0]]] * 2, [[[0.0, 1.0, 0.0]]] * 2)
+    with pytest.raises(ValueError, match="penultimate features"):
+        choose_task(logits, 1.0, "zscore", stats)
     with pytest.raises(ValueError, match="unknown task_inference"):
         choose_task(logits, 1.0, "max-softmax")
 
@@ -76,21 +120,38 @@ def test_cheap_scores():
 
 def test_collect_statistics_counts_own_rotated_and_foreign_inputs():
     slices = [torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5])]
-    seen = []
 
-    def logits_of(x, task):
-        seen.append(task)
-        return torch.randn(len(x), 6, generator=torch.Generator().manual_seed(task))
+    def run(x, task):
+        g = torch.Generator().manual_seed(task)
+        return torch.randn(len(x), 5, generator=g), torch.randn(len(x), 6, generator=g)
 
     stats = ScoreStatistics()
-    batches = [torch.randn(5, 1, 4, 4), torch.randn(3, 1, 4, 4)]
-    collect_statistics(stats, logits_of, slices, 0, batches)
-    collect_statistics(stats, logits_of, slices, 2, batches)  # task 1 has none: never trained here
-    counts = {k: stats.sums[f"{k}.count"].tolist() for k in ("own", "rotated", "foreign")}
-    assert counts == {"own": [8, 0, 8], "rotated": [8, 0, 8], "foreign": [8, 8, 0]}
-    assert not stats.complete(3) and stats.complete(1)
+    g = torch.Generator().manual_seed(0)
+    data = {t: [(torch.randn(5, 1, 4, 4, generator=g), torch.tensor([0, 1, 0, 1, 1]) + 2 * t),
+                (torch.randn(3, 1, 4, 4, generator=g), torch.tensor([1, 0, 0]) + 2 * t)] for t in range(3)}
+    collect_statistics(stats, run, slices, 0, lambda: iter(data[0]))
+    collect_statistics(stats, run, slices, 1, lambda: iter(data[1]))
+    assert stats.complete(2) and not stats.complete(3)
+    collect_statistics(stats, run, slices, 2, lambda: iter(data[2]))
+    counts = {k: stats.sums[f"{k}.count"].tolist() for k in ("own", "rotated", "foreign", "foreign_white")}
+    assert counts == {"own": [8, 8, 8], "rotated": [8, 8, 8], "foreign": [16, 8, 0], "foreign_white": [16, 8, 0]}
+    assert stats.sums["features.0.means"].shape == (2, 5) and stats.sums["features.2.precision"].shape == (5, 5)
     restored = ScoreStatistics(stats.state_dict())
     assert all(torch.equal(restored.sums[k], v) for k, v in stats.sums.items())
+
+
+def test_feature_distance_is_the_mahalanobis_distance_to_the_nearest_class_mean():
+    stats = ScoreStatistics()
+    stats.add_task()
+    features = torch.tensor([[0.0, 0.0], [0.0, 2.0], [10.0, 0.0], [10.0, 2.0]])
+    stats.fit_features(0, features, torch.tensor([0, 0, 1, 1]), 2)
+    means = stats.sums["features.0.means"]
+    assert torch.allclose(means, torch.tensor([[0.0, 1.0], [10.0, 1.0]], dtype=torch.float64))
+    precision = stats.sums["features.0.precision"]
+    x = torch.tensor([[9.0, 1.0], [1.0, 1.0]])
+    d = nearest_class_distance(x, means, precision)
+    expected = torch.sqrt(torch.tensor([1.0, 1.0]) * precision[0, 0].float())
+    assert torch.allclose(d, expected, atol=1e-5)
 
 
 def test_rotations_turn_each_input_by_90_180_or_270_degrees():

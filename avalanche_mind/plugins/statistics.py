@@ -27,10 +27,12 @@ class ScoreStatisticsPlugin(SupervisedPlugin):
         bank = SubnetworkBank(strategy.model, strategy.ownership, state.bn_snapshots, state.n_tasks, strategy.weight_sharing)
         loader = DataLoader(strategy.experience.dataset.eval(), batch_size=strategy.eval_mb_size, shuffle=False)
         slices = [strategy.output_slice(t) for t in range(state.n_tasks)]
-        batches = (mb[0].to(strategy.device) for mb in loader)
+        def batches():
+            return ((mb[0].to(strategy.device), mb[1]) for mb in loader)
+
         was_training = strategy.model.training
         strategy.model.eval()
         try:
-            collect_statistics(state.score_statistics, bank.logits, slices, task, batches)
+            collect_statistics(state.score_statistics, bank.features_and_logits, slices, task, batches)
         finally:
             strategy.model.train(was_training)
