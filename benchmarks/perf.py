@@ -67,6 +67,7 @@ from avalanche_mind.models.gresnet import ResNet  # noqa: E402
 from avalanche_mind.plugins.batchnorm import batchnorm_modules, batchnorm_state, load_batchnorm_state  # noqa: E402
 from avalanche_mind.plugins.gating import WeightGuard, guard_for, guarded_step  # noqa: E402
 from avalanche_mind.state import MINDState  # noqa: E402
+from avalanche_mind.task_id import ScoreStatistics, collect_statistics  # noqa: E402
 
 SECTIONS = ("inference", "training", "state", "memory", "many")
 SLOW_WAYS = ("deep-copy (reference)", "batched vmap")
@@ -257,6 +258,18 @@ def run_inference(args) -> Dict[str, Any]:
                 name: classify(b) for name, b in built.items()
                 if not (n_tasks > args.slow_max_tasks and name in SLOW_WAYS)
             })
+            if "auto (shipped)" in built and hasattr(built["auto (shipped)"], "features_and_logits"):
+                # MIND's default task choice: the same passes, returning penultimate features too,
+                # plus each task's feature distance and likelihood ratio (statistics from random inputs).
+                shipped, stats = built["auto (shipped)"], ScoreStatistics()
+                g = torch.Generator().manual_seed(2)
+                for task, s_ in enumerate(slices):
+                    data = [(torch.randn(64, 3, 32, 32, generator=g), s_[torch.arange(64) % len(s_)])]
+                    collect_statistics(stats, shipped.features_and_logits, slices, task, lambda: iter(data))
+                variants["auto + shared_foreign (default rule)"] = lambda: [
+                    predict(shipped, xb, slices, TEMPERATURE, "shared_foreign", statistics=stats) for xb in batches
+                ]
+                modes["auto + shared_foreign (default rule)"] = shipped.mode
             if has_modes:
                 # An equally optimised dense pass (BatchNorm folded, channels-last,
                 # in-place ReLU): what "graph" would cost with no masks at all.
