@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train MIND on a benchmark, with checkpoints and optional W&B logging",
         description="Train MIND on every experience of a benchmark's train stream, evaluating on the "
         "test stream after each one. Options left out take the --preset's value if one is given, "
-        "else MIND's defaults (the paper's CIFAR-100 settings).",
+        "else MIND's defaults (the paper's CIFAR-100 schedule; --paper for the paper's method exactly).",
     )
     _add_benchmark_arguments(train, from_checkpoint=False)
     train.add_argument(
@@ -245,8 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="start of the weights given to experience t >= 1 (default zero, the authors')")
     mind.add_argument("--paper", action="store_true",
                       help="the paper's exact method (avalanche_mind.PAPER_SETTINGS) instead of MIND's defaults")
-    mind.add_argument("--self-distillation", action="store_true",
-                      help="train the teacher in place on FREE weights (one network held)")
+    mind.add_argument("--self-distillation", action=argparse.BooleanOptionalAction, default=None,
+                      help="train the teacher in place on FREE weights, one network held (default: MIND's, on; "
+                           "--no-self-distillation: a fresh teacher, the paper's MIND)")
     mind.add_argument("--no-weight-sharing", action="store_true",
                       help="sub-network t uses only t's weights, not those of tasks 0..t")
     mind.add_argument("--bn-first-task-only", action="store_true",
@@ -382,7 +383,8 @@ def _resolve_train(args: argparse.Namespace) -> Dict[str, Any]:
             raise CLIError(f"--capacity must be 'equal' or a fraction such as 0.2, got {args.capacity!r}") from None
     if mind.get("rejection") == "none":
         mind["rejection"] = None
-    mind["self_distillation"] = bool(args.self_distillation)
+    if args.self_distillation is not None:
+        mind["self_distillation"] = args.self_distillation
     mind["weight_sharing"] = not args.no_weight_sharing
     mind["bn_per_task"] = not args.bn_first_task_only
     settings["mind"] = mind

@@ -151,3 +151,18 @@ def test_compare_delegates_to_the_repository_runner(capsys, monkeypatch):
     assert code == 2 and "benchmarks.compare is not available" in err
     assert cli.main(["compare", "--help"]) == 0
     assert "benchmarks/compare.py" in capsys.readouterr().out
+
+
+def test_paper_flag_gives_the_papers_method_and_defaults_stay_mind_s():
+    from avalanche_mind import PAPER_SETTINGS
+    from avalanche_mind.cli import _resolve_train, build_parser
+
+    def mind_settings(*options):
+        return _resolve_train(build_parser().parse_args(["train", "--benchmark", "toy", *options]))["mind"]
+
+    assert "self_distillation" not in mind_settings()  # MIND's own default applies
+    assert mind_settings("--paper").items() >= PAPER_SETTINGS.items()
+    assert mind_settings("--paper", "--self-distillation")["self_distillation"] is True
+    assert mind_settings("--no-self-distillation")["self_distillation"] is False
+    assert mind_settings("--rejection", "none")["rejection"] is None
+    assert mind_settings("--task-inference", "zscore")["task_inference"] == "zscore"
