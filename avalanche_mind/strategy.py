@@ -10,6 +10,10 @@ the task-agnostic (TAg) answer, so Avalanche's metrics work unchanged.
 """
 from __future__ import annotations
 
+import copy
+import math
+import numbers
+import warnings
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import torch
@@ -24,6 +28,7 @@ from torch.optim import AdamW, Optimizer
 from torch.optim.lr_scheduler import MultiStepLR
 from torch.utils.data import DataLoader
 
+from avalanche_mind.errors import TrainingDivergedError
 from avalanche_mind.inference import Prediction, SubnetworkBank, predict
 from avalanche_mind.layers import gate_model, gated_layers
 from avalanche_mind.losses import DISTILL_LOSSES
@@ -62,6 +67,30 @@ def experience_classes(experience) -> List[int]:
 def _check_int(name: str, value, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_number(name: str, value, *, minimum: float = 0.0, strict: bool = False) -> None:
+    """A finite real number (not a string, not a bool) >= ``minimum`` (> if ``strict``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if value < minimum or (strict and value == minimum):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum:g}, got {value!r}")
+
+
+def _check_milestones(name: str, value) -> None:
+    """A sequence of integer epochs (not a string, not fractional)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ValueError(f"{name} must be a list of integer epochs such as [40], got {value!r}")
+    for epoch in value:
+        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
+            raise ValueError(f"{name} must be a list of integer epochs >= 0 such as [40], got {value!r}")
+
+
+def _check_bool(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
 
 
 class MIND(SupervisedTemplate):
@@ -158,15 +187,34 @@ class MIND(SupervisedTemplate):
             raise ValueError(f"unknown new_weights {new_weights!r}; use one of {list(NEW_WEIGHTS)}")
         if rejection not in REJECTIONS:
             raise ValueError(f"unknown rejection {rejection!r}; use one of {list(REJECTIONS)}")
-        if not rejection_weight >= 0:
-            raise ValueError(f"rejection_weight must be >= 0, got {rejection_weight!r}")
-        if not beta >= 0:
-            raise ValueError(f"beta must be >= 0, got {beta!r}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        _check_int("eval_mb_size", eval_mb_size, 1)
+        _check_number("rejection_weight", rejection_weight)
+        _check_number("beta", beta)
+        _check_number("temperature", temperature, strict=True)
+        _check_number("lr", lr, strict=True)
+        _check_number("teacher_lr", teacher_lr, strict=True)
+        _check_number("lr_gamma", lr_gamma, strict=True)
+        _check_number("weight_decay", weight_decay)
+        _check_milestones("milestones", milestones)
+        _check_milestones("teacher_milestones", teacher_milestones)
+        for flag, value in (("self_distillation", self_distillation), ("weight_sharing", weight_sharing),
+                            ("bn_per_task", bn_per_task), ("verbose", verbose)):
+            _check_bool(flag, value)
 
         if next(gated_layers(model), None) is None:
             gate_model(model)
+        else:
+            plain = [repr(name or type(model).__name__) for name, module in model.named_modules()
+                     if type(module) in (nn.Conv2d, nn.Linear)]
+            if plain:
+                raise ValueError(
+                    f"the model is only partly gated: {', '.join(plain[:5])}"
+                    + (f" and {len(plain) - 5} more" if len(plain) > 5 else "")
+                    + " are plain nn.Conv2d/nn.Linear layers, which MIND neither splits between "
+                    "experiences nor protects (experience 0 would train them, later ones would find "
+                    "them frozen). Gate the whole model: avalanche_mind.gate_model(model) gates the "
+                    "remaining layers and keeps the gated ones."
+                )
         self.n_experiences = n_experiences
         self.ownership = OwnershipMap(model, n_experiences, capacity)
         self.state = MINDState()
@@ -191,6 +239,8 @@ class MIND(SupervisedTemplate):
         self._bank: Optional[SubnetworkBank] = None
         self._slice_cache: Dict[int, Tensor] = {}
         self._position_cache: Dict[int, Tensor] = {}
+        self._pending: Optional[Dict[str, object]] = None  # rollback point of the experience being trained
+        self._finite_loss: Optional[Tensor] = None  # all distillation losses of the epoch finite (no host sync)
 
         if optimizer is None:
             optimizer = AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -276,6 +326,11 @@ class MIND(SupervisedTemplate):
                 "with n_experiences equal to the stream length, or with capacity=<fraction> and "
                 "n_experiences a generous upper bound (e.g. capacity=0.1, n_experiences=100)."
             )
+        if len(self.experience.dataset) == 0:
+            raise ValueError(
+                f"experience {self.experience.current_experience} has no samples: there is nothing to "
+                "train on; leave it out of the stream"
+            )
         classes = experience_classes(self.experience)
         if self.n_outputs is not None and classes and classes[-1] >= self.n_outputs:
             raise ValueError(
@@ -283,13 +338,70 @@ class MIND(SupervisedTemplate):
                 f"model's classifier has only {self.n_outputs} outputs; build the model with "
                 f"num_classes >= {classes[-1] + 1} (the benchmark's total number of classes)."
             )
+        if len(classes) == 1 and self.n_experiences > 1:
+            warnings.warn(
+                f"experience {self.experience.current_experience} has a single class ({classes[0]}): its "
+                "sub-network answers every input with full confidence, so the task-agnostic (TAg) choice "
+                "will favour it; task-aware (TAw) accuracy is unaffected. Give each experience two "
+                "classes or more for TAg.",
+                stacklevel=2,
+            )
         self.state.slices.append(classes)
         self.state.experience_ids.append(int(self.experience.current_experience))
 
+    # ------------------------------------------------------------ rollback
+    def _rollback_point(self) -> Dict[str, object]:
+        """What training one experience changes: restored if that training fails."""
+        return {
+            "n_tasks": self.state.n_tasks,
+            "bn_snapshots": list(self.state.bn_snapshots),
+            "score_statistics": copy.deepcopy(self.state.score_statistics),
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "generator": self.generator.get_state(),
+        }
+
+    def _roll_back(self) -> None:
+        """Undo the registration, allocation and training of an experience whose training failed."""
+        point, self._pending = self._pending, None
+        if point is None:
+            return
+        n = int(point["n_tasks"])
+        del self.state.slices[n:]
+        del self.state.experience_ids[n:]
+        self.state.bn_snapshots = list(point["bn_snapshots"])
+        self.state.score_statistics = point["score_statistics"]
+        with torch.no_grad():
+            self.model.load_state_dict(point["model"])
+        self.generator.set_state(point["generator"])
+        self._slice_cache.clear()
+        self._position_cache.clear()
+        self.teacher_plugin.teacher = None
+        self.teacher_plugin.recorded_logits = None
+        self._finite_loss = None
+        if n > 0:
+            self.ownership.activate(n - 1, self.weight_sharing)
+
+    def train(self, experiences, eval_streams=None, **kwargs):
+        """Avalanche's ``train``; an experience whose training fails (an error, Ctrl-C) is undone.
+
+        Its registration, allocation and weights only take effect when its training
+        completes, so the same experience can be trained again in the same process.
+        """
+        try:
+            return super().train(experiences, eval_streams, **kwargs)
+        except BaseException:
+            self._roll_back()
+            raise
+
     # ------------------------------------------------------------ training
     def _before_training_exp(self, **kwargs) -> None:
+        self._pending = self._rollback_point()
         self._register_experience()
         super()._before_training_exp(**kwargs)
+
+    def _after_training_exp(self, **kwargs) -> None:
+        super()._after_training_exp(**kwargs)
+        self._pending = None  # the experience (and its checkpoint, if any) is complete
 
     def make_train_dataloader(
         self, num_workers=0, shuffle=True, pin_memory=None, persistent_workers=False, drop_last=False, **kwargs
@@ -323,6 +435,14 @@ class MIND(SupervisedTemplate):
         self.scheduler = MultiStepLR(self.optimizer, milestones=self.milestones, gamma=self.lr_gamma)
 
     def _after_training_epoch(self, **kwargs) -> None:
+        finite, self._finite_loss = self._finite_loss, None
+        if finite is not None and not bool(finite):
+            raise TrainingDivergedError(
+                f"training diverged: the loss became NaN or infinite in experience "
+                f"{self.experience.current_experience} (MIND task {self.current_task}), distillation phase, "
+                f"epoch {self.clock.train_exp_epochs + 1} of {self.train_epochs}. Nothing of this "
+                "experience was kept or saved; lower the learning rate (lr) or beta and run it again."
+            )
         if self.scheduler is not None:
             self.scheduler.step()
         super()._after_training_epoch(**kwargs)
@@ -336,7 +456,10 @@ class MIND(SupervisedTemplate):
         loss = F.cross_entropy(student, self.slice_position(task)[self.mb_y])
         if self.beta > 0:
             loss = loss + self.beta * self.distill_loss(self.teacher_plugin.logits(self), student)
-        return loss + self.rejection_loss(self.model, self.mb_x, self.output_slice(task))
+        loss = loss + self.rejection_loss(self.model, self.mb_x, self.output_slice(task))
+        finite = torch.isfinite(loss.detach())
+        self._finite_loss = finite if self._finite_loss is None else self._finite_loss & finite
+        return loss
 
     # ----------------------------------------------------------- inference
     def _before_eval(self, **kwargs) -> None:

@@ -10,6 +10,7 @@ second network is held during distillation.
 from __future__ import annotations
 
 import copy
+import math
 from typing import TYPE_CHECKING, Callable, Iterable, List, Optional, Sequence
 
 import torch
@@ -20,6 +21,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import MultiStepLR
 from torch.utils.data import DataLoader
 
+from avalanche_mind.errors import TrainingDivergedError
 from avalanche_mind.layers import FREE, reinitialise
 from avalanche_mind.plugins.gating import guard_for, guarded_step
 from avalanche_mind.progress import progress_bar
@@ -127,6 +129,14 @@ class TeacherPlugin(SupervisedPlugin):
             lr = optimizer.param_groups[0]["lr"]  # the rate this epoch used, before the scheduler steps
             scheduler.step()
             self.losses.append(total / max(count, 1))
+            if not math.isfinite(self.losses[-1]):
+                bar.close()
+                raise TrainingDivergedError(
+                    f"training diverged: the loss became NaN or infinite in experience "
+                    f"{strategy.experience.current_experience} (MIND task {strategy.current_task}), teacher "
+                    f"phase, epoch {len(self.losses)} of {self.epochs}. Nothing of this experience was kept "
+                    "or saved; lower the teacher learning rate (teacher_lr) and run it again."
+                )
             bar.update(loss=self.losses[-1], lr=lr)
         bar.close()
 

@@ -1,0 +1,9 @@
+"""Errors a MIND run reports to its user."""
+from __future__ import annotations
+
+
+class TrainingDivergedError(ArithmeticError):
+    """A loss became NaN or infinite: the run stopped before its weights were kept or saved."""
+
+
+__all__ = ["TrainingDivergedError"]
