@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -113,3 +114,30 @@ def test_partly_gated_model_refused():
     model[2] = nn.Linear(4 * 30 * 30, 10)
     with pytest.raises(ValueError, match=r"only partly gated: '2' are plain nn.Conv2d/nn.Linear.*gate_model\(model\)"):
         MIND(model=model, n_experiences=2, evaluator=None)
+
+
+# ------------------------------------------------------------- item 6 and 9: the glyph cache
+def test_empty_glyph_cache_is_rendered_again_naming_it(tmp_path):
+    from avalanche_mind.data import glyphs
+
+    chars = list(glyphs.CHARACTERS[:2])
+    kwargs = dict(train_per_class=2, test_per_class=1, seed=0, root=tmp_path)
+    first = glyphs.load_glyph_arrays(chars, **kwargs)
+    path = glyphs.cache_path(chars, train_per_class=2, test_per_class=1, seed=0, style="default",
+                             image_size=32, root=tmp_path)
+    path.write_bytes(b"")  # a zero-length cache, as a full disk or a kill before fsync leaves
+    with pytest.warns(UserWarning, match=f"glyph cache {path} is unreadable"):
+        again = glyphs.load_glyph_arrays(chars, **kwargs)
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    assert path.stat().st_size > 0  # replaced: the next run reads it
+
+
+def test_unwritable_glyph_cache_folder_still_gives_the_glyphs(tmp_path):
+    from avalanche_mind.data import glyphs
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    chars = list(glyphs.CHARACTERS[:2])
+    with pytest.warns(UserWarning, match="cannot write the glyph cache.*AVALANCHE_MIND_DATA"):
+        arrays = glyphs.load_glyph_arrays(chars, train_per_class=2, test_per_class=1, root=blocker / "sub")
+    assert len(arrays["y_train"]) == 4

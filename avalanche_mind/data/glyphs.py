@@ -20,6 +20,7 @@ import json
 import multiprocessing
 import os
 import tempfile
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -599,8 +600,10 @@ def load_glyph_arrays(
             with np.load(path, allow_pickle=False) as f:
                 if str(f["key"]) == key:
                     return {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            pass  # unreadable or foreign file: render again and overwrite it
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            # Unreadable (empty, truncated) or foreign file: render again and overwrite it.
+            warnings.warn(f"glyph cache {path} is unreadable ({type(error).__name__}); rendering it again "
+                          "and replacing the file", stacklevel=2)
 
     x_train, y_train = render_glyphs(
         chars, train_per_class, seed, style, image_size=image_size, split="train"
@@ -609,13 +612,26 @@ def load_glyph_arrays(
         chars, test_per_class, seed, style, image_size=image_size, split="test"
     )
     arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+    except OSError as error:
+        # The rendering is done and correct: use it, and say why it will be redone next time.
+        warnings.warn(f"cannot write the glyph cache in {path.parent} ({error.strerror or error}): the glyphs "
+                      "are used but will be rendered again next run; set AVALANCHE_MIND_DATA (or "
+                      "--data-root) to a writable folder", stacklevel=2)
+        return arrays
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez_compressed(fh, key=np.array(key), **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())  # the data is on disk before the rename makes it the cache
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the cache from other users
         os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        warnings.warn(f"cannot write the glyph cache {path} ({error.strerror or error}): the glyphs are used "
+                      "but will be rendered again next run", stacklevel=2)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
