@@ -440,20 +440,70 @@ def _to_device(value: Any, device) -> Any:
     return value
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: PathLike) -> List[Path]:
+    """Delete the temporary files that killed saves of ``path`` left beside it; returns them.
+
+    A save writes ``.<name>.pid<PID>.<random>.tmp``: one whose process is gone (or
+    that predates the pid in the name) can never be completed, so it is removed.
+    """
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        middle = tmp.name[len(path.name) + 2:-len(".tmp")]
+        pid_part = middle.split(".", 1)[0]
+        if pid_part.startswith("pid") and pid_part[3:].isdigit() and _pid_alive(int(pid_part[3:])):
+            continue  # a save in progress (this process or a concurrent one)
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
 def atomic_torch_save(obj: Any, path: PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then ``os.replace``."""
+    """``torch.save`` to a temporary file beside ``path``, fsync, then ``os.replace``.
+
+    The file gets the permissions of any file the user creates (0666 less the umask,
+    as ``torch.save`` and the glyph cache give), not ``mkstemp``'s private 0600: a
+    checkpoint is meant to be evaluated, shared and copied like the run's other
+    outputs; a user who wants it private sets a umask (e.g. 077). Temporaries left
+    by killed saves of the same file are removed after a successful save.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.pid{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    remove_stale_temporaries(path)
     return path
 
 

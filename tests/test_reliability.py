@@ -141,3 +141,24 @@ def test_unwritable_glyph_cache_folder_still_gives_the_glyphs(tmp_path):
     with pytest.warns(UserWarning, match="cannot write the glyph cache.*AVALANCHE_MIND_DATA"):
         arrays = glyphs.load_glyph_arrays(chars, train_per_class=2, test_per_class=1, root=blocker / "sub")
     assert len(arrays["y_train"]) == 4
+
+
+# ------------------------------------------------------------- item 10: checkpoint leftovers
+def test_killed_save_leftovers_removed_and_permissions_follow_umask(tmp_path):
+    import os
+
+    from avalanche_mind.checkpoint import atomic_torch_save
+
+    path = tmp_path / "run.pt"
+    old_style = tmp_path / ".run.pt.k2j3h4.tmp"  # a kill mid-save, before pids were in the name
+    dead = tmp_path / ".run.pt.pid999999999.abc.tmp"  # a kill mid-save: no such process
+    alive = tmp_path / f".run.pt.pid{os.getpid()}.xyz.tmp"  # a save in progress: kept
+    other = tmp_path / ".other.pt.abc.tmp"  # another file's: not ours to remove
+    for leftover in (old_style, dead, alive, other):
+        leftover.write_bytes(b"partial")
+    atomic_torch_save({"x": 1}, path)
+    assert not old_style.exists() and not dead.exists()
+    assert alive.exists() and other.exists()
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
