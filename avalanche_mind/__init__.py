@@ -1,4 +1,12 @@
 """MIND (Multi-Task Incremental Network Distillation) for Avalanche."""
+import warnings as _warnings
+
+with _warnings.catch_warnings():
+    # Avalanche imports qpsolvers (for GEM, unused here), which warns at import that no
+    # QP solver is installed: noise for every user of this package, so it is imported once here.
+    _warnings.filterwarnings("ignore", message="no QP solver found", category=UserWarning)
+    import avalanche.training  # noqa: F401
+
 from avalanche_mind.layers import FREE, GatedConv2d, GatedLinear, gate_model, gated_layers
 from avalanche_mind.metrics import TAgAccuracy, TaskIdAccuracy, TAwAccuracy, mind_metrics
 from avalanche_mind.models import gresnet32, gresnet32_64, small_cnn

@@ -15,7 +15,10 @@ import argparse
 import ast
 import importlib
 import json
+import os
+import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -79,6 +82,57 @@ def _repo_module(name: str):
     )
 
 
+def check_writable(path, option: str, *, folder: bool = False) -> None:
+    """Raise :class:`CLIError` now, before any training, if ``path`` (a file, or a ``folder``) cannot be written."""
+    path = Path(path)
+    where = path if folder else path.parent
+    if not folder and path.is_dir():
+        raise CLIError(f"{option} {path} is a folder; give a file path")
+    if folder and path.exists() and not path.is_dir():
+        raise CLIError(f"{option} {path} is a file, not a folder")
+    blocker = next((a for a in [where, *where.parents] if a.exists() and not a.is_dir()), None)
+    if blocker is not None:
+        raise CLIError(f"{option} {path} cannot be written: {blocker} is a file, not a folder. "
+                       "(Checked before training, so no work is lost.)")
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=where, prefix=".avalanche-mind-write-check.")
+        os.close(fd)
+        os.unlink(probe)
+        if not folder and path.exists() and not os.access(path, os.W_OK):
+            raise PermissionError(13, "Permission denied", str(path))
+    except OSError as error:
+        raise CLIError(
+            f"{option} {path} cannot be written ({error.strerror or error}); choose a writable location. "
+            "(Checked before training, so no work is lost.)"
+        ) from None
+
+
+def check_device(device: str, option: str = "--device") -> None:
+    """Raise :class:`CLIError` if torch cannot use ``device`` (unknown name, no GPU)."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise CLIError(f"{option} {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CLIError(f"{option} {device}: torch sees no CUDA GPU on this machine "
+                           "(torch.cuda.is_available() is False); use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise CLIError(f"{option} {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                           f"numbered from 0")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise CLIError(f"{option} {device}: MPS is not available on this machine; use --device cpu")
+
+
+def resume_command(argv: Sequence[str]) -> str:
+    """The command line that resumes an interrupted ``train`` (the same one with ``--resume``)."""
+    argv = list(argv)
+    return shlex.join([PROG, *argv, *([] if "--resume" in argv else ["--resume"])])
+
+
 # --------------------------------------------------------------- benchmarks
 def build_benchmark(name: str, data_root: Optional[str], kwargs: Dict[str, Any]):
     """A benchmark by name: ``toy``/``toy-domain`` or any name of ``avalanche_mind.data.load_benchmark``."""
@@ -126,17 +180,23 @@ def build_model(name: str, num_classes: int, in_channels: int, image_size: int, 
 
     if name == "auto":
         name = "gresnet32_64" if image_size >= 64 else "gresnet32"
-    try:
-        if name == "gresnet32":
-            return gresnet32(num_classes=num_classes, in_channels=in_channels, **kwargs)
-        if name == "gresnet32_64":
-            return gresnet32_64(num_classes=num_classes, in_channels=in_channels, **kwargs)
-        if name == "small_cnn":
-            return small_cnn(num_classes, in_channels=in_channels, **kwargs)
-        if name == "resnet":
-            return gate_model(ResNet(num_classes, in_channels=in_channels, **kwargs))
-    except TypeError as error:
-        raise CLIError(f"model {name!r} does not accept these --model-arg values: {error}") from error
+    import warnings
+
+    with warnings.catch_warnings():  # a zero width is reported by MIND, in one line
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors", category=UserWarning)
+        try:
+            if name == "gresnet32":
+                return gresnet32(num_classes=num_classes, in_channels=in_channels, **kwargs)
+            if name == "gresnet32_64":
+                return gresnet32_64(num_classes=num_classes, in_channels=in_channels, **kwargs)
+            if name == "small_cnn":
+                return small_cnn(num_classes, in_channels=in_channels, **kwargs)
+            if name == "resnet":
+                return gate_model(ResNet(num_classes, in_channels=in_channels, **kwargs))
+        except TypeError as error:
+            raise CLIError(f"model {name!r} does not accept these --model-arg values: {error}") from error
+        except (ValueError, RuntimeError, IndexError, ZeroDivisionError) as error:
+            raise CLIError(f"model {name!r} cannot be built with --model-arg {kwargs}: {error}") from error
     raise CLIError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
 
 
@@ -413,6 +473,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CLIError("--resume needs --checkpoint PATH")
     if args.batch_size is not None and args.batch_size < 1:
         raise CLIError("--batch-size must be >= 1")
+    # Everything that could fail after the work is checked before it starts.
+    check_device(args.device)
+    if args.checkpoint:
+        check_writable(args.checkpoint.replace("{experience}", "0"), "--checkpoint")
+    if args.results:
+        check_writable(args.results, "--results")
+    if getattr(args, "wandb", False) and getattr(args, "wandb_dir", None):
+        check_writable(args.wandb_dir, "--wandb-dir", folder=True)
 
     import torch
 
@@ -473,16 +541,43 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     results: Dict[str, float] = {}
     began = time.time()
+    test_sizes = {int(e.current_experience): len(e.dataset) for e in test_stream}
+
+    def saved_where() -> str:
+        saved = plugins[0].last_saved if plugins else None
+        if saved is None and args.checkpoint and Path(args.checkpoint).is_file():
+            saved = Path(args.checkpoint)
+        if saved is None:
+            return "nothing was saved (no --checkpoint, or none written yet)"
+        return f"the last checkpoint, {saved}, holds {read_trained(saved)} trained experience(s)"
+
+    def read_trained(path) -> str:
+        try:
+            return str(read_checkpoint(path).n_trained)
+        except Exception:  # noqa: BLE001 - a report, not a check
+            return "?"
+
     try:
         for experience in train_stream[start:]:
             strategy.train(experience)
             results = strategy.eval(test_stream)
             if not args.quiet:
                 done = strategy.state.n_tasks
-                summary = ", ".join(f"{k} {v:.4f}" for k, v in _final_metrics(results).items())
-                print(f"[{done}/{len(train_stream)}] {summary}")
+                print(f"[{done}/{len(train_stream)}] " + _seen_summary(results, strategy.state.experience_ids,
+                                                                      test_sizes))
         if start >= len(train_stream) and not results:
             results = strategy.eval(test_stream)
+    except KeyboardInterrupt:
+        print(f"\n{PROG} train: interrupted after {strategy.state.n_tasks} of {len(train_stream)} experiences; "
+              f"{saved_where()}.", file=sys.stderr)
+        if args.checkpoint:
+            print(f"Resume with: {resume_command(getattr(args, 'argv', []))}", file=sys.stderr)
+        return 130
+    except OSError as error:
+        where = f" {error.filename}" if error.filename else ""
+        raise CLIError(f"could not write{where}: {error.strerror or error}; {saved_where()}"
+                       + (f"; after freeing space, resume with: {resume_command(getattr(args, 'argv', []))}"
+                          if args.checkpoint else "")) from error
     finally:
         if logger is not None:
             logger.finish()
@@ -493,9 +588,32 @@ def cmd_train(args: argparse.Namespace) -> int:
                "metrics": {k: float(v) for k, v in results.items() if isinstance(v, (int, float))}}
         if logger is not None:
             out["accuracy_matrix"] = {k: logger.accuracy_matrix(k).tolist() for k in ("TAg", "TAw")}
-        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.results).write_text(json.dumps(out, indent=2, default=str))
+        try:
+            Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.results).write_text(json.dumps(out, indent=2, default=str))
+        except OSError as error:
+            raise CLIError(f"--results {args.results} could not be written ({error.strerror or error}); the "
+                           "final figures are printed above" + (f" and the trained model is in {args.checkpoint}"
+                                                                if args.checkpoint else "")) from error
     return 0
+
+
+def _seen_summary(results: Dict[str, float], trained_ids: Sequence[int], sizes: Dict[int, int]) -> str:
+    """TAg, TAw and TaskId over the trained test experiences only (sample-weighted, as the stream figures)."""
+    values: Dict[str, List[float]] = {"TAg": [], "TAw": [], "TaskId": []}
+    weights: Dict[str, List[int]] = {k: [] for k in values}
+    trained = sorted(set(int(i) for i in trained_ids))
+    for name, value in results.items():
+        for kind in values:
+            prefix = f"Top1_{kind}_Acc_Exp/eval_phase/test_stream/"
+            if name.startswith(prefix) and "/Exp" in name:
+                exp = int(name.rsplit("/Exp", 1)[1])
+                if exp in trained:
+                    values[kind].append(float(value) * sizes.get(exp, 1))
+                    weights[kind].append(sizes.get(exp, 1))
+    cells = [f"{k} {sum(v) / sum(weights[k]):.4f}" for k, v in values.items() if weights[k]]
+    n = len(trained)
+    return ", ".join(cells) + f" (on the {n} trained test experience{'s' if n != 1 else ''})"
 
 
 # ------------------------------------------------------------------ evaluate
@@ -503,6 +621,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from avalanche_mind.checkpoint import read_checkpoint
     from avalanche_mind.predictor import Predictor
 
+    check_device(args.device)
+    if args.json:
+        check_writable(args.json, "--json")
     record = read_checkpoint(args.checkpoint).extra.get("cli", {})
     name = args.benchmark or record.get("benchmark")
     if name is None:
@@ -575,7 +696,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{PROG} compare: error: {error}", file=sys.stderr)
             return 2
     args = parser.parse_args(argv)
+    args.argv = argv
     from avalanche_mind.checkpoint import CheckpointError
+    from avalanche_mind.errors import TrainingDivergedError
 
     try:
         from avalanche_mind.data.real import DatasetNotAvailableError
@@ -589,6 +712,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # reported as one line; the library raises ValueError for those by convention.
         print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except TrainingDivergedError as error:
+        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

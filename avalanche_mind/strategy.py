@@ -201,6 +201,12 @@ class MIND(SupervisedTemplate):
                             ("bn_per_task", bn_per_task), ("verbose", verbose)):
             _check_bool(flag, value)
 
+        empty = [f"{name} has shape {list(p.shape)}" for name, p in model.named_parameters() if p.numel() == 0]
+        if empty:
+            raise ValueError(
+                f"the model has empty layers ({', '.join(empty[:3])}): every layer needs at least one "
+                "weight; check the model's size arguments (e.g. width >= 1)"
+            )
         if next(gated_layers(model), None) is None:
             gate_model(model)
         else:
@@ -441,7 +447,7 @@ class MIND(SupervisedTemplate):
                 f"training diverged: the loss became NaN or infinite in experience "
                 f"{self.experience.current_experience} (MIND task {self.current_task}), distillation phase, "
                 f"epoch {self.clock.train_exp_epochs + 1} of {self.train_epochs}. Nothing of this "
-                "experience was kept or saved; lower the learning rate (lr) or beta and run it again."
+                "experience was kept or saved; lower the learning rates (lr, teacher_lr) or beta and run it again."
             )
         if self.scheduler is not None:
             self.scheduler.step()

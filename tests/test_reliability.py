@@ -162,3 +162,121 @@ def test_killed_save_leftovers_removed_and_permissions_follow_umask(tmp_path):
     mask = os.umask(0o022)
     os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+# ------------------------------------------------------------- items 2, 9 and the report line: the CLI
+from avalanche_mind import cli  # noqa: E402
+from test_cli import TINY  # noqa: E402
+
+LOUD = [a for a in TINY if a != "--quiet"]
+
+
+def run_cli(argv, capsys):
+    code = cli.main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("option", ["--results", "--checkpoint"])
+def test_unwritable_output_refused_before_training(tmp_path, capsys, monkeypatch, option):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    trained = []
+    monkeypatch.setattr(MIND, "train", lambda *a, **k: trained.append(1))
+    code, out, err = run_cli(["train", *TINY, option, blocker / "out" / "x"], capsys)
+    assert code == 2 and not trained
+    assert err.strip() == (f"avalanche-mind train: error: {option} {blocker / 'out' / 'x'} cannot be written: "
+                           f"{blocker} is a file, not a folder. (Checked before training, so no work is lost.)")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--device", "cuda:99"], "--device cuda:99: "),
+    (["--device", "nonsense"], "--device 'nonsense' is not a torch device; use cpu, cuda or cuda:N"),
+    (["--model-arg", "width=0"], "the model has empty layers (0.weight has shape [0, 3, 3, 3]"),
+    (["--lr", "inf"], "lr must be finite, got inf"),
+    (["--lr-gamma", "nan"], "lr_gamma must be finite, got nan"),
+    (["--beta", "inf"], "beta must be finite, got inf"),
+])
+def test_bad_options_one_line_exit_2(tmp_path, capsys, argv, message):
+    code, out, err = run_cli(["train", *TINY, *argv], capsys)
+    assert code == 2
+    assert err.startswith("avalanche-mind train: error: ") and message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_wandb_dir_unwritable(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, out, err = run_cli(["train", *TINY, "--wandb", "--wandb-mode", "offline", "--wandb-dir", blocker], capsys)
+    assert code == 2 and f"--wandb-dir {blocker} is a file, not a folder" in err
+
+
+def test_ctrl_c_says_where_the_checkpoint_is_and_how_to_resume(tmp_path, capsys, monkeypatch):
+    ckpt = tmp_path / "run.pt"
+    real_train = MIND.train
+    calls = []
+
+    def train_then_interrupt(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_train(self, *args, **kwargs)
+
+    monkeypatch.setattr(MIND, "train", train_then_interrupt)
+    argv = ["train", *TINY, "--checkpoint", str(ckpt)]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 130
+    lines = err.strip().splitlines()
+    assert lines[0] == (f"avalanche-mind train: interrupted after 1 of 3 experiences; the last checkpoint, "
+                        f"{ckpt}, holds 1 trained experience(s).")
+    import shlex
+
+    assert lines[1] == "Resume with: " + shlex.join(["avalanche-mind", *argv, "--resume"])
+    monkeypatch.setattr(MIND, "train", real_train)
+    code, out, err = run_cli(shlex.split(lines[1].split(": ", 1)[1])[1:], capsys)
+    assert code == 0, err
+    from avalanche_mind.checkpoint import read_checkpoint
+
+    assert read_checkpoint(ckpt).n_trained == 3
+
+
+def test_disk_full_keeps_the_previous_checkpoint_and_says_so(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import avalanche_mind.checkpoint as checkpoint
+
+    ckpt = tmp_path / "run.pt"
+    real_save = checkpoint.torch.save
+
+    def save(obj, fh, *args, **kwargs):
+        if ckpt.exists():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, fh, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.torch, "save", save)
+    code, out, err = run_cli(["train", *TINY, "--checkpoint", ckpt], capsys)
+    assert code == 2
+    assert err.startswith(f"avalanche-mind train: error: could not write {ckpt}: No space left on device; the "
+                          f"last checkpoint, {ckpt}, holds 1 trained experience(s); after freeing space, resume "
+                          "with: avalanche-mind train ")
+    monkeypatch.undo()
+    assert checkpoint.read_checkpoint(ckpt).n_trained == 1
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_per_experience_line_averages_over_trained_experiences(tmp_path, capsys):
+    code, out, err = run_cli(["train", *LOUD], capsys)
+    assert code == 0, err
+    first = next(line for line in out.splitlines() if line.startswith("[1/3]"))
+    values = dict(cell.split() for cell in first[len("[1/3] "):].split(" (")[0].split(", "))
+    assert first.endswith("(on the 1 trained test experience)")
+    assert values["TaskId"] == "1.0000" and values["TAg"] == values["TAw"]  # one task: TAg is TAw
+
+
+def test_importing_the_package_prints_no_qpsolvers_warning():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-W", "default", "-c", "import avalanche_mind.cli, avalanche_mind"],
+                            capture_output=True, text=True, check=True)
+    assert "qpsolvers" not in result.stderr and "QP solver" not in result.stderr, result.stderr

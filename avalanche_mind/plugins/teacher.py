@@ -135,7 +135,7 @@ class TeacherPlugin(SupervisedPlugin):
                     f"training diverged: the loss became NaN or infinite in experience "
                     f"{strategy.experience.current_experience} (MIND task {strategy.current_task}), teacher "
                     f"phase, epoch {len(self.losses)} of {self.epochs}. Nothing of this experience was kept "
-                    "or saved; lower the teacher learning rate (teacher_lr) and run it again."
+                    "or saved; lower the learning rates (teacher_lr, lr) and run it again."
                 )
             bar.update(loss=self.losses[-1], lr=lr)
         bar.close()
