@@ -90,13 +90,13 @@ def check_writable(path, option: str, *, folder: bool = False) -> None:
         raise CLIError(f"{option} {path} is a folder; give a file path")
     if folder and path.exists() and not path.is_dir():
         raise CLIError(f"{option} {path} is a file, not a folder")
-    blocker = next((a for a in [where, *where.parents] if a.exists() and not a.is_dir()), None)
-    if blocker is not None:
-        raise CLIError(f"{option} {path} cannot be written: {blocker} is a file, not a folder. "
+    where = where.absolute()
+    existing = next((a for a in [where, *where.parents] if a.exists()), where.anchor)
+    if not Path(existing).is_dir():
+        raise CLIError(f"{option} {path} cannot be written: {existing} is a file, not a folder. "
                        "(Checked before training, so no work is lost.)")
-    try:
-        where.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=where, prefix=".avalanche-mind-write-check.")
+    try:  # a probe file in the nearest existing folder; nothing is created for good
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".avalanche-mind-write-check.")
         os.close(fd)
         os.unlink(probe)
         if not folder and path.exists() and not os.access(path, os.W_OK):

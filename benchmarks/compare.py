@@ -22,7 +22,10 @@ per-experience TAg/TAw/TaskId accuracies, the accuracy matrices (table and
 heatmap), forgetting, loss curves, and the final figures in the run's summary.
 
 Exit status: 0 on success, 2 when the benchmark's data is missing (the data
-module's message is printed, without a stack trace) or an argument is invalid.
+module's message is printed, without a stack trace) or an argument is invalid
+(checked before any training: ``--set`` types, ``--device``, a writable ``--out``),
+1 when the results could not be written after all (the table is printed first,
+and every figure saved to a file in the temporary folder).
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ import platform
 import random
 import re
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -577,12 +581,51 @@ def run(
         result["strategies"][name] = entry
     result["total_time_s"] = time.perf_counter() - start
     result["notes"] = _notes(preset, stream, strategies, result)
-    from benchmarks.report import markdown_table, write_all
+    from benchmarks.report import markdown_table, write_all, write_json
 
-    write_all(result, out)
-    print(markdown_table(result), flush=True)
+    print(markdown_table(result), flush=True)  # before writing: a failed write loses no figure
+    try:
+        write_all(result, out)
+    except OSError as error:
+        fallback = Path(tempfile.gettempdir()) / f"compare-results-{_dt.datetime.now():%Y%m%d-%H%M%S}.json"
+        try:
+            write_json(result, fallback)
+            saved = f"every figure is saved in {fallback} instead"
+        except OSError:
+            saved = "the table above has the figures"
+        raise OutputError(f"could not write the results under {out} ({error.strerror or error}); {saved}") from error
     log(f"Wrote {out}")
     return result
+
+
+class OutputError(Exception):
+    """The results could not be written where asked (the table was printed first)."""
+
+
+def check_overrides(base: Preset, preset: Preset) -> None:
+    """ValueError naming the ``--set`` field whose value has the wrong type, or is not finite."""
+    import math
+
+    for f in dataclasses.fields(Preset):
+        old, new = getattr(base, f.name), getattr(preset, f.name)
+        if new == old and type(new) is type(old):
+            continue
+        if isinstance(old, bool):
+            ok, kind = isinstance(new, bool), "True or False"
+        elif isinstance(old, int):
+            ok, kind = isinstance(new, int) and not isinstance(new, bool), "an integer"
+        elif isinstance(old, float):
+            ok = isinstance(new, (int, float)) and not isinstance(new, bool) and math.isfinite(new)
+            kind = "a finite number"
+        elif isinstance(old, tuple) and all(isinstance(v, int) for v in old):
+            ok = isinstance(new, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in new)
+            kind = "integers such as 35 or (70, 90)"
+        elif isinstance(old, str) and f.name != "capacity":
+            ok, kind = isinstance(new, str), "a string"
+        else:
+            continue
+        if not ok:
+            raise ValueError(f"--set {f.name}={new!r}: {f.name} must be {kind} (the preset has {old!r})")
 
 
 # ------------------------------------------------------------------ CLI
@@ -658,7 +701,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         preset = get_preset("tiny" if args.tiny else args.preset)
         if args.benchmark:
             preset = dataclasses.replace(preset, benchmark=args.benchmark, benchmark_kwargs={})
+        base_preset = preset
         preset = with_overrides(preset, args.overrides)
+        check_overrides(base_preset, preset)
     except (KeyError, ValueError) as error:
         print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2
@@ -667,13 +712,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    from avalanche_mind.cli import CLIError, check_device, check_writable
+
+    stamp = f"{_dt.datetime.now():%Y%m%d-%H%M%S}"
+    out = args.out or Path("results") / f"{preset.benchmark}-{stamp}"
+    try:  # before any training: a run must not end in a write that cannot happen
+        check_device(device)
+        check_writable(out, "--out", folder=True)
+        if args.wandb and args.wandb_dir:
+            check_writable(args.wandb_dir, "--wandb-dir", folder=True)
+    except CLIError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     threads = args.threads if args.threads is not None else (1 if device == "cpu" else None)
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
-    stamp = f"{_dt.datetime.now():%Y%m%d-%H%M%S}"
-    out = args.out or Path("results") / f"{preset.benchmark}-{stamp}"
 
     def log(message: str) -> None:
         if not args.quiet:
@@ -682,6 +737,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         run(preset, seeds=args.seeds, strategies=args.strategies, out=out, data_root=args.data_root,
             device=device, log=log, make_wandb_logger=wandb_factory(args, preset, stamp), rules=args.rules)
+    except OutputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except FileNotFoundError as error:
         print(f"error: the data of benchmark {preset.benchmark!r} is missing.\n{error}", file=sys.stderr)
         return 2

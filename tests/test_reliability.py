@@ -1,7 +1,9 @@
 """Issue 12: nothing a user trained is lost; bad input fails before the work, with one clear message."""
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -280,3 +282,60 @@ def test_importing_the_package_prints_no_qpsolvers_warning():
     result = subprocess.run([sys.executable, "-W", "default", "-c", "import avalanche_mind.cli, avalanche_mind"],
                             capture_output=True, text=True, check=True)
     assert "qpsolvers" not in result.stderr and "QP solver" not in result.stderr, result.stderr
+
+
+# ------------------------------------------------------------- items 1 and 9: compare
+def test_compare_unwritable_out_refused_before_training(tmp_path, capsys, monkeypatch):
+    from benchmarks import compare
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setattr(compare, "run", lambda *a, **k: pytest.fail("trained before checking --out"))
+    for out in (blocker, blocker / "sub"):
+        assert compare.main(["--tiny", "--strategies", "naive", "--out", str(out)]) == 2
+        assert "Traceback" not in capsys.readouterr().err
+    compare.main(["--tiny", "--strategies", "naive", "--out", str(blocker / "sub")])
+    assert capsys.readouterr().err.strip() == (f"error: --out {blocker / 'sub'} cannot be written: {blocker} is a "
+                                               "file, not a folder. (Checked before training, so no work is lost.)")
+
+
+def test_compare_prints_the_table_before_a_failing_write(tmp_path, capsys, monkeypatch):
+    import benchmarks.report as report
+    from benchmarks import compare
+
+    def full_disk(result, out):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "write_all", full_disk)
+    status = compare.main(["--tiny", "--strategies", "naive", "--out", str(tmp_path / "out"), "--quiet"])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert "| Naive (lower bound)" in captured.out  # the table, printed before the write
+    message = captured.err.strip()
+    assert message.startswith(f"error: could not write the results under {tmp_path / 'out'} (No space left on "
+                              "device); every figure is saved in ")
+    saved = Path(message.rsplit(" in ", 1)[1].replace(" instead", ""))
+    assert json.loads(saved.read_text())["strategies"]["naive"]["tag_matrix_mean"]
+    saved.unlink()
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("teacher_epochs=abc", "--set teacher_epochs='abc': teacher_epochs must be an integer (the preset has 1)"),
+    ("lr=1e400", "--set lr=inf: lr must be a finite number"),
+    ("milestones=1.5", "--set milestones=1.5: milestones must be integers"),
+])
+def test_compare_bad_set_exits_2_naming_the_field(capsys, assignment, message):
+    from benchmarks import compare
+
+    assert compare.main(["--tiny", "--set", assignment]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: " + message), err
+    assert "Traceback" not in err
+
+
+def test_compare_device_without_gpu_exits_2(capsys, monkeypatch):
+    from benchmarks import compare
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert compare.main(["--tiny", "--device", "cuda"]) == 2
+    assert "torch sees no CUDA GPU" in capsys.readouterr().err
