@@ -617,6 +617,11 @@ def _seen_summary(results: Dict[str, float], trained_ids: Sequence[int], sizes: 
 
 
 # ------------------------------------------------------------------ evaluate
+def _few_classes(classes) -> str:
+    classes = list(classes)
+    return str(classes) if len(classes) <= 8 else f"[{', '.join(map(str, classes[:8]))}, ... ({len(classes)} classes)]"
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from avalanche_mind.checkpoint import read_checkpoint
     from avalanche_mind.predictor import Predictor
@@ -642,6 +647,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                         int(record.get("in_channels", shape["in_channels"])), shape["image_size"], model_kwargs)
     predictor = Predictor.from_checkpoint(args.checkpoint, model, device=args.device,
                                           temperature=args.temperature, task_inference=args.task_inference)
+    from avalanche_mind.strategy import experience_classes
+
+    for experience in benchmark.test_stream:  # the data must be what the checkpoint was trained on
+        exp_id, classes = int(experience.current_experience), experience_classes(experience)
+        task = predictor.task_of_experience(exp_id)
+        n_outputs = predictor.ownership.classifier.out_features if predictor.ownership.classifier else None
+        if (task >= 0 and not set(classes) <= set(predictor.state.slices[task])) or (
+                n_outputs is not None and classes and classes[-1] >= n_outputs):
+            trained = predictor.state.slices[task] if task >= 0 else "no experience with this id"
+            raise CLIError(
+                f"benchmark {name!r} does not match {args.checkpoint}: its test experience {exp_id} has classes "
+                f"{_few_classes(classes)}, the checkpoint's experience {exp_id} was trained on "
+                f"{_few_classes(trained) if task >= 0 else trained}"
+                + (f" (and its classifier has {n_outputs} outputs)" if n_outputs is not None else "")
+                + "; evaluate on the benchmark and --benchmark-arg values it was trained with"
+            )
     rows = []
     totals = {"TAg": [0.0, 0], "TAw": [0.0, 0], "TaskId": [0.0, 0]}
     for experience in benchmark.test_stream:

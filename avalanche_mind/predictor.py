@@ -65,8 +65,8 @@ class Predictor:
                 f"task_inference={task_inference!r} needs score statistics of every task, and this state has "
                 "none (saved before they existed, or mid-experience): use task_inference='max_confidence'"
             )
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if not 0 < temperature < float("inf"):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
         self.device = torch.device(device)
         self.hyperparameters: Dict[str, object] = {}
         """The trained strategy's settings (filled by :meth:`from_checkpoint`)."""
@@ -155,7 +155,7 @@ class Predictor:
         sub-network ``t`` and its output slice. A sequence/tensor of task ids
         gives each input its own task.
         """
-        x = x.to(self.device)
+        x = self._check_input(x)
         if task is None:
             out = predict(self.bank, x, self.slices, self.temperature, self.task_inference,
                           statistics=self.state.score_statistics)
@@ -182,7 +182,25 @@ class Predictor:
     @torch.no_grad()
     def logits(self, x: Tensor, task: int) -> Tensor:
         """Full-width logits of sub-network ``task`` (its own BatchNorm snapshot)."""
-        return self.bank.logits(x.to(self.device), self._check_task(task))
+        return self.bank.logits(self._check_input(x), self._check_task(task))
+
+    def _check_input(self, x) -> Tensor:
+        """``x`` on the device; ValueError for a missing batch dimension or NaN/infinite values."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"inputs must be a torch.Tensor batch, got {type(x).__name__}")
+        first = next(iter(self.ownership.layers.values()), None)
+        expected = 4 if isinstance(first, nn.Conv2d) else 2 if isinstance(first, nn.Linear) else None
+        if expected is not None and x.dim() == expected - 1:
+            raise ValueError(
+                f"inputs must be a batch with {expected} dimensions (N first), got one sample of shape "
+                f"{list(x.shape)}: add the batch dimension, e.g. x.unsqueeze(0)"
+            )
+        if x.is_floating_point() or x.is_complex():
+            bad = int((~torch.isfinite(x)).sum())
+            if bad:
+                raise ValueError(f"inputs hold {bad} NaN or infinite value(s) (of {x.numel()}): every prediction "
+                                 "would be meaningless; clean or drop those inputs")
+        return x.to(self.device)
 
     def evaluate(self, dataset, batch_size: int = 512, experience_id: Optional[int] = None) -> Dict[str, float]:
         """TAg, TAw and task-identification accuracy on ``dataset`` (items ``(x, y, ...)``).

@@ -247,6 +247,7 @@ class MIND(SupervisedTemplate):
         self._position_cache: Dict[int, Tensor] = {}
         self._pending: Optional[Dict[str, object]] = None  # rollback point of the experience being trained
         self._finite_loss: Optional[Tensor] = None  # all distillation losses of the epoch finite (no host sync)
+        self._classifier_checked = False  # the model's output comes from ownership.classifier
 
         if optimizer is None:
             optimizer = AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -486,9 +487,40 @@ class MIND(SupervisedTemplate):
         self.eval_task = self.state.task_of_experience(int(self.experience.current_experience))
         super()._before_eval_exp(**kwargs)
 
+    def checked_forward(self, network: nn.Module, x: Tensor) -> Tensor:
+        """``network(x)``, checking (once per strategy) that its output is the classifier's.
+
+        MIND takes the last ``nn.Linear`` registered in the model as the classifier
+        (its rows are the output slices); a model registering another Linear after
+        its output layer would otherwise be split along the wrong layer, silently.
+        """
+        if self._classifier_checked:
+            return network(x)
+        name = self.ownership.classifier_name
+        module = dict(network.named_modules()).get(name) if name is not None else None
+        if module is None:
+            return network(x)
+        captured: List[Tensor] = []
+        handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            out = network(x)
+        finally:
+            handle.remove()
+        if not captured or captured[-1].shape != out.shape or not torch.equal(captured[-1], out):
+            raise ValueError(
+                f"MIND takes the last nn.Linear registered in the model, {name!r} "
+                f"({module.in_features} -> {module.out_features}), as its classifier, but the model's "
+                f"output (shape {list(out.shape)}) does not come from that layer. Register the output layer "
+                "last in the model's __init__ (MIND splits the classifier's rows between experiences)."
+            )
+        self._classifier_checked = True
+        return out
+
     def forward(self) -> Tensor:
         if self.is_training or self._bank is None:
             self.last_prediction = None
+            if not self._classifier_checked:
+                return self.checked_forward(self.model, self.mb_x)
             return self.model(self.mb_x)
         slices = [self.output_slice(t) for t in range(len(self._bank))]
         rule = self.task_inference

@@ -339,3 +339,64 @@ def test_compare_device_without_gpu_exits_2(capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert compare.main(["--tiny", "--device", "cuda"]) == 2
     assert "torch sees no CUDA GPU" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- item 7: the classifier is the output layer
+class HeadFirst(nn.Module):
+    """The output layer is registered before an auxiliary Linear: the last Linear is not the classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(4, 10)
+        self.aux = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.features(x)
+        self.aux(h)
+        return self.head(h)
+
+
+@pytest.mark.parametrize("teacher_epochs", [1, 0])
+def test_last_linear_not_the_output_is_detected(class_incremental, teacher_epochs):
+    strategy = make_mind(model=HeadFirst(), n_experiences=5, teacher_epochs=teacher_epochs, train_epochs=1)
+    with pytest.raises(ValueError, match=r"MIND takes the last nn.Linear registered in the model, 'aux' \(4 -> 3\), "
+                                         r"as its classifier, but the model's output \(shape \[32, 10\]\) does not "
+                                         r"come from that layer. Register the output layer last"):
+        strategy.train(class_incremental.train_stream[0], eval_streams=[])
+    assert strategy.state.n_tasks == 0
+
+
+# ------------------------------------------------------------- item 8: Predictor and evaluate
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    from avalanche_mind import cli
+
+    path = tmp_path_factory.mktemp("ckpt") / "run.pt"
+    assert cli.main(["train", *TINY, "--checkpoint", str(path)]) == 0
+    return path
+
+
+def test_predictor_refuses_nonfinite_inputs_and_a_missing_batch_dimension(saved_run):
+    from avalanche_mind.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(saved_run, small_cnn(6, width=6))
+    x = torch.rand(4, 3, 12, 12)
+    predictor.predict(x)
+    x[1, 0, 0, 0] = float("nan")
+    x[2, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"inputs hold 2 NaN or infinite value\(s\) \(of 1728\)"):
+        predictor.predict(x)
+    with pytest.raises(ValueError, match=r"inputs must be a batch with 4 dimensions \(N first\), got one sample of "
+                                         r"shape \[3, 12, 12\]: add the batch dimension, e.g. x.unsqueeze\(0\)"):
+        predictor.predict(torch.rand(3, 12, 12), task=0)
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        Predictor.from_checkpoint(saved_run, small_cnn(6, width=6), temperature=float("inf"))
+
+
+def test_evaluate_on_a_benchmark_with_other_classes_is_refused(saved_run, capsys):
+    code, out, err = run_cli(["evaluate", saved_run, "--benchmark-arg", "n_experiences=2", "--benchmark-arg",
+                              "classes_per_experience=3", "--benchmark-arg", "image_size=12"], capsys)
+    assert code == 2
+    assert err.startswith(f"avalanche-mind evaluate: error: benchmark 'toy' does not match {saved_run}: its test "
+                          "experience 0 has classes [0, 1, 2], the checkpoint's experience 0 was trained on [0, 1]")

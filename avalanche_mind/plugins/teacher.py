@@ -120,7 +120,8 @@ class TeacherPlugin(SupervisedPlugin):
             for mbatch in strategy.dataloader:
                 x = mbatch[0].to(strategy.device, non_blocking=True)
                 y = targets_of[mbatch[1].to(strategy.device)]
-                loss = F.cross_entropy(teacher(x)[:, slice_], y) + strategy.rejection_loss(teacher, x, slice_)
+                loss = (F.cross_entropy(strategy.checked_forward(teacher, x)[:, slice_], y)
+                        + strategy.rejection_loss(teacher, x, slice_))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 guarded_step(optimizer, guard)
