@@ -37,6 +37,7 @@ from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import DataLoader
 
 TASK_INFERENCE_RULES = (
     "max_confidence", "entropy", "max_logit", "energy", "zscore", "likelihood_ratio", "shared_foreign",
@@ -121,7 +122,7 @@ class ScoreStatistics:
     def add_task(self) -> None:
         """Room for one more task, with empty sums."""
         for kind in KINDS:
-            for name, shape in (("count", ()), ("sum", (N_FEATURES,)), ("outer", (N_FEATURES, N_FEATURES))):
+            for name, shape in zip(_SUMS, ((), (N_FEATURES,), (N_FEATURES, N_FEATURES))):
                 key = f"{kind}.{name}"
                 row = torch.zeros((1, *shape), dtype=torch.float64)
                 self.sums[key] = row if key not in self.sums else torch.cat([self.sums[key], row])
@@ -169,11 +170,7 @@ class ScoreStatistics:
 
     def gaussian(self, kind: str, n_tasks: int):
         """Mean ``T x 3`` and covariance ``T x 3 x 3`` of ``kind`` for the first ``n_tasks`` tasks."""
-        count = self.sums[f"{kind}.count"][:n_tasks].clamp_min(1.0)
-        mean = self.sums[f"{kind}.sum"][:n_tasks] / count[:, None]
-        cov = self.sums[f"{kind}.outer"][:n_tasks] / count[:, None, None] - mean[:, :, None] * mean[:, None, :]
-        variances = cov.diagonal(dim1=1, dim2=2).clamp_min(1e-9)
-        return mean, cov + torch.diag_embed(_RIDGE * variances)
+        return _gaussian(*(self.sums[f"{kind}.{k}"][:n_tasks] for k in _SUMS))
 
     def whiten(self, task: int, pairs: Tensor) -> Tensor:
         """Score pairs in ``task``'s own whitened coordinates: ``L^-1 (u - mean)``, ``cov = L L^T``."""
@@ -184,19 +181,24 @@ class ScoreStatistics:
 
     def shared_foreign_gaussian(self, n_tasks: int):
         """One Gaussian of foreign inputs in whitened coordinates, pooled over the first ``n_tasks`` tasks."""
-        merged = ScoreStatistics()
-        merged.sums = {f"foreign.{k}": self.sums[f"foreign_white.{k}"][:n_tasks].sum(0, keepdim=True)
-                       for k in ("count", "sum", "outer")}
-        mean, cov = merged.gaussian("foreign", 1)
+        mean, cov = _gaussian(*(self.sums[f"foreign_white.{k}"][:n_tasks].sum(0, keepdim=True) for k in _SUMS))
         return mean[0], cov[0]
 
     def foreign_gaussian(self, n_tasks: int):
         """Foreign inputs of each task: later experiences' and its own rotated ones, pooled."""
-        keys = ("count", "sum", "outer")
-        pooled = {k: self.sums[f"foreign.{k}"][:n_tasks] + self.sums[f"rotated.{k}"][:n_tasks] for k in keys}
-        merged = ScoreStatistics()
-        merged.sums = {f"foreign.{k}": v for k, v in pooled.items()}
-        return merged.gaussian("foreign", n_tasks)
+        return _gaussian(*(self.sums[f"foreign.{k}"][:n_tasks] + self.sums[f"rotated.{k}"][:n_tasks] for k in _SUMS))
+
+
+_SUMS = ("count", "sum", "outer")
+
+
+def _gaussian(count: Tensor, total: Tensor, outer: Tensor):
+    """Mean and (ridged) covariance from running sums: count ``T``, sum ``T x D``, outer ``T x D x D``."""
+    count = count.clamp_min(1.0)
+    mean = total / count[:, None]
+    cov = outer / count[:, None, None] - mean[:, :, None] * mean[:, None, :]
+    variances = cov.diagonal(dim1=1, dim2=2).clamp_min(1e-9)
+    return mean, cov + torch.diag_embed(_RIDGE * variances)
 
 
 def _gaussian_log_density(x: Tensor, mean: Tensor, cov: Tensor) -> Tensor:
@@ -303,6 +305,30 @@ def collect_statistics(
             scores = statistics.scores(earlier, logits[:, slices[earlier]], f)
             statistics.update(earlier, "foreign", scores)
             statistics.update(earlier, "foreign_white", statistics.whiten(earlier, scores))
+
+
+def gather_statistics(
+    statistics: ScoreStatistics,
+    model: torch.nn.Module,
+    run: Callable[[Tensor, int], Tuple[Tensor, Tensor]],
+    slices: Sequence[Tensor],
+    task: int,
+    dataset,
+    batch_size: int,
+    device,
+) -> None:
+    """:func:`collect_statistics` over ``dataset`` (un-augmented) with ``model`` in eval mode, restored after."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+
+    def batches():
+        return ((mb[0].to(device), mb[1]) for mb in loader)
+
+    was_training = model.training
+    model.eval()
+    try:
+        collect_statistics(statistics, run, slices, task, batches)
+    finally:
+        model.train(was_training)
 
 
 def choose_task(

@@ -42,13 +42,12 @@ from avalanche.training.supervised import JointTraining
 from avalanche.training.templates import SupervisedTemplate
 from torch import Tensor, nn
 from torch.optim import Adam, AdamW
-from torch.utils.data import DataLoader
 
 from avalanche_mind.inference import Prediction, predict
 from avalanche_mind.layers import GatedConv2d, GatedLinear, gate_model
 from avalanche_mind.models.gresnet import ResNet, small_cnn
 from avalanche_mind.strategy import experience_classes
-from avalanche_mind.task_id import STATISTICS_RULES, ScoreStatistics, collect_statistics
+from avalanche_mind.task_id import STATISTICS_RULES, ScoreStatistics, gather_statistics
 
 # ------------------------------------------------------------------ backbones
 
@@ -280,13 +279,8 @@ class PackNetTAg(SupervisedTemplate):
         super()._after_training_exp(**kwargs)  # PackNetPlugin commits the task here
         # The same training-data score statistics as MIND's, so every task-inference rule applies.
         bank = _PackNetBank(self.model, self.model.task_count)
-        loader = DataLoader(self.experience.dataset.eval(), batch_size=self.eval_mb_size, shuffle=False)
-        was_training = self.model.training
-        self.model.eval()
-        with torch.no_grad():
-            collect_statistics(self.statistics, bank.features_and_logits, self.slices, self.train_task,
-                               lambda: ((mb[0].to(self.device), mb[1]) for mb in loader))
-        self.model.train(was_training)
+        gather_statistics(self.statistics, self.model, bank.features_and_logits, self.slices, self.train_task,
+                          self.experience.dataset.eval(), self.eval_mb_size, self.device)
 
     def _before_eval_exp(self, **kwargs) -> None:
         exp_id = int(self.experience.current_experience)

@@ -10,10 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from avalanche.core import SupervisedPlugin
-from torch.utils.data import DataLoader
 
 from avalanche_mind.inference import SubnetworkBank
-from avalanche_mind.task_id import collect_statistics
+from avalanche_mind.task_id import gather_statistics
 
 if TYPE_CHECKING:
     from avalanche_mind.strategy import MIND
@@ -25,14 +24,6 @@ class ScoreStatisticsPlugin(SupervisedPlugin):
     def after_training_exp(self, strategy: "MIND", **kwargs) -> None:
         state, task = strategy.state, strategy.current_task
         bank = SubnetworkBank(strategy.model, strategy.ownership, state.bn_snapshots, state.n_tasks, strategy.weight_sharing)
-        loader = DataLoader(strategy.experience.dataset.eval(), batch_size=strategy.eval_mb_size, shuffle=False)
         slices = [strategy.output_slice(t) for t in range(state.n_tasks)]
-        def batches():
-            return ((mb[0].to(strategy.device), mb[1]) for mb in loader)
-
-        was_training = strategy.model.training
-        strategy.model.eval()
-        try:
-            collect_statistics(state.score_statistics, bank.features_and_logits, slices, task, batches)
-        finally:
-            strategy.model.train(was_training)
+        gather_statistics(state.score_statistics, strategy.model, bank.features_and_logits, slices, task,
+                          strategy.experience.dataset.eval(), strategy.eval_mb_size, strategy.device)
