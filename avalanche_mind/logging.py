@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, 
 import numpy as np
 from avalanche.logging import WandBLogger
 
+from avalanche_mind.metrics import mind_evaluator  # noqa: F401 (re-exported)
 from avalanche_mind.progress import EpochLoss, current_lr
 
 if TYPE_CHECKING:
@@ -47,36 +48,6 @@ if TYPE_CHECKING:
     from avalanche_mind.strategy import MIND
 
 WANDB_MODES = ("online", "offline", "disabled")
-
-
-# ------------------------------------------------------------ evaluation
-def mind_evaluator(*loggers, interactive: bool = True, forgetting: bool = True) -> "EvaluationPlugin":
-    """An ``EvaluationPlugin`` with accuracy, loss, forgetting and MIND's TAg/TAw/TaskId metrics.
-
-    ``loggers``: extra Avalanche loggers (for example a :class:`MINDWandBLogger`;
-    None entries, e.g. :func:`wandb_logger_from_args` without ``--wandb``, are skipped);
-    ``interactive``: also print with Avalanche's ``InteractiveLogger`` (off for
-    ``--quiet`` scripts). Forgetting is Avalanche's ``forgetting_metrics``, which
-    reads the TAg output.
-    """
-    from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics, loss_metrics
-    from avalanche.logging import InteractiveLogger
-    from avalanche.training.plugins import EvaluationPlugin
-
-    from avalanche_mind.metrics import mind_metrics
-
-    metrics = [
-        accuracy_metrics(experience=True, stream=True),
-        loss_metrics(experience=True, stream=True),
-        *mind_metrics(experience=True, stream=True),
-    ]
-    if forgetting:
-        metrics.append(forgetting_metrics(experience=True, stream=True))
-    all_loggers = ([InteractiveLogger()] if interactive else []) + [lg for lg in loggers if lg is not None]
-    with warnings.catch_warnings():
-        # Without loggers the metrics are still computed and returned by eval().
-        warnings.filterwarnings("ignore", message="No loggers specified")
-        return EvaluationPlugin(*metrics, loggers=all_loggers)
 
 
 _EXP_METRIC = re.compile(

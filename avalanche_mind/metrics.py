@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, List
 
+import warnings
+
 import torch
 from avalanche.evaluation import GenericPluginMetric
-from avalanche.evaluation.metrics import Accuracy
+from avalanche.evaluation.metrics import Accuracy, accuracy_metrics, forgetting_metrics, loss_metrics
+from avalanche.logging import InteractiveLogger
+from avalanche.training.plugins import EvaluationPlugin
 
 if TYPE_CHECKING:
     from avalanche_mind.strategy import MIND
@@ -91,3 +95,31 @@ def mind_metrics(experience: bool = True, stream: bool = True) -> List[_Subnetwo
         if stream:
             metrics.append(cls(reset_at="stream", emit_at="stream"))
     return metrics
+
+
+def mind_evaluator(*loggers, interactive: bool = True, forgetting: bool = True) -> EvaluationPlugin:
+    """An ``EvaluationPlugin`` with accuracy, loss, forgetting and MIND's TAg/TAw/TaskId metrics.
+
+    ``loggers``: extra Avalanche loggers (for example a :class:`MINDWandBLogger`;
+    None entries, e.g. :func:`wandb_logger_from_args` without ``--wandb``, are skipped);
+    ``interactive``: also print with Avalanche's ``InteractiveLogger`` (off for
+    ``--quiet`` scripts). Forgetting is Avalanche's ``forgetting_metrics``, which
+    reads the TAg output.
+    """
+    metrics = [
+        accuracy_metrics(experience=True, stream=True),
+        loss_metrics(experience=True, stream=True),
+        *mind_metrics(experience=True, stream=True),
+    ]
+    if forgetting:
+        metrics.append(forgetting_metrics(experience=True, stream=True))
+    all_loggers = ([InteractiveLogger()] if interactive else []) + [lg for lg in loggers if lg is not None]
+    with warnings.catch_warnings():
+        # Without loggers the metrics are still computed and returned by eval().
+        warnings.filterwarnings("ignore", message="No loggers specified")
+        return EvaluationPlugin(*metrics, loggers=all_loggers)
+
+
+def default_mind_evaluator() -> EvaluationPlugin:
+    """Avalanche's accuracy and loss metrics plus MIND's TAg/TAw/TaskId, printed interactively."""
+    return mind_evaluator(forgetting=False)

@@ -19,8 +19,6 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 from avalanche.core import BasePlugin
-from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
-from avalanche.logging import InteractiveLogger
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 from torch import Tensor, nn
@@ -32,7 +30,7 @@ from avalanche_mind.errors import TrainingDivergedError
 from avalanche_mind.inference import Prediction, SubnetworkBank, predict
 from avalanche_mind.layers import gate_model, gated_layers
 from avalanche_mind.losses import DISTILL_LOSSES
-from avalanche_mind.metrics import mind_metrics
+from avalanche_mind.metrics import default_mind_evaluator  # noqa: F401 (re-exported)
 from avalanche_mind.ownership import Capacity, OwnershipMap
 from avalanche_mind.plugins.allocation import AllocationPlugin
 from avalanche_mind.plugins.batchnorm import BatchNormPlugin, frozen_running_statistics
@@ -44,16 +42,6 @@ from avalanche_mind.settings import NEW_WEIGHTS, PAPER_SETTINGS, REJECTIONS  # n
 from avalanche_mind.state import MINDState
 from avalanche_mind.task_id import STATISTICS_RULES, check_rule, rotations, uniform_target_loss
 
-
-
-def default_mind_evaluator() -> EvaluationPlugin:
-    """Avalanche's accuracy and loss metrics plus MIND's TAg/TAw/TaskId, printed interactively."""
-    return EvaluationPlugin(
-        accuracy_metrics(experience=True, stream=True),
-        loss_metrics(experience=True, stream=True),
-        *mind_metrics(experience=True, stream=True),
-        loggers=[InteractiveLogger()],
-    )
 
 
 def experience_classes(experience) -> List[int]:
