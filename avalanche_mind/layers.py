@@ -7,7 +7,7 @@ persistent buffer, so it is saved and loaded with the model's ``state_dict``.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -134,6 +134,21 @@ def gate_model(model: nn.Module) -> nn.Module:
             "layers (or use avalanche_mind.gresnet32)."
         )
     return model
+
+
+def ungate(model: nn.Module) -> nn.Module:
+    """Undo :func:`gate_model` in place: plain Conv2d/Linear, same weights."""
+    for module in model.modules():
+        if isinstance(module, (GatedConv2d, GatedLinear)):
+            module.__class__ = nn.Conv2d if isinstance(module, GatedConv2d) else nn.Linear
+            del module._buffers["owner"]
+            del module._buffers["mask"]
+    return model
+
+
+def batchnorm_modules(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """Every BatchNorm layer of ``model`` with its full name, in registration order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 def compact_state_dict(model: nn.Module) -> Dict[str, Tensor]:

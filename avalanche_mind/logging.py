@@ -31,7 +31,6 @@ import os
 import re
 import struct
 import uuid
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union

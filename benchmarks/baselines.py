@@ -44,22 +44,12 @@ from torch import Tensor, nn
 from torch.optim import Adam, AdamW
 
 from avalanche_mind.inference import Prediction, predict
-from avalanche_mind.layers import GatedConv2d, GatedLinear, gate_model
+from avalanche_mind.layers import gate_model, ungate
 from avalanche_mind.models.gresnet import ResNet, small_cnn
 from avalanche_mind.strategy import experience_classes
 from avalanche_mind.task_id import STATISTICS_RULES, ScoreStatistics, gather_statistics
 
 # ------------------------------------------------------------------ backbones
-
-
-def ungate(model: nn.Module) -> nn.Module:
-    """Undo :func:`avalanche_mind.gate_model` in place: plain Conv2d/Linear, same weights."""
-    for module in model.modules():
-        if isinstance(module, (GatedConv2d, GatedLinear)):
-            module.__class__ = nn.Conv2d if isinstance(module, GatedConv2d) else nn.Linear
-            del module._buffers["owner"]
-            del module._buffers["mask"]
-    return model
 
 
 def build_backbone(name: str, num_classes: int, in_channels: int, **kwargs: Any) -> nn.Module:

@@ -13,12 +13,10 @@ import torch
 from avalanche.core import SupervisedPlugin
 from torch import Tensor, nn
 
+from avalanche_mind.layers import batchnorm_modules
+
 if TYPE_CHECKING:
     from avalanche_mind.strategy import MIND
-
-
-def batchnorm_modules(model: nn.Module):
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 def batchnorm_state(model: nn.Module) -> Dict[str, Tensor]:
