@@ -1,0 +1,147 @@
+"""MIND's hyperparameters in one validated, frozen object.
+
+:class:`MINDConfig` is built once by :class:`~avalanche_mind.MIND` from its keyword
+arguments, checked once here, and saved whole: checkpoints store it, a resume
+compares it whole (every setting that changes what training does must match), and
+W&B logs it as the run's configuration. Its field defaults are the only place the
+defaults are written: MIND's signature, the command line and the runner read them
+from here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+from avalanche_mind.losses import DISTILL_LOSSES
+from avalanche_mind.settings import NEW_WEIGHTS, REJECTIONS
+from avalanche_mind.task_id import check_rule
+
+STRUCTURAL_KEYS = ("n_experiences", "capacity", "self_distillation", "weight_sharing", "bn_per_task")
+"""Settings that define what the saved weights mean: a checkpoint and the strategy loading it always agree."""
+EVAL_KEYS = ("temperature", "task_inference", "eval_mb_size")
+"""Inference-only settings: a strategy loading a checkpoint keeps its own."""
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_number(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False) -> None:
+    """A finite real number (not a string, not a bool) >= ``minimum`` (> if ``strict``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if value < minimum or (strict and value == minimum):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum:g}, got {value!r}")
+
+
+def _check_milestones(name: str, value: Any) -> None:
+    """A sequence of integer epochs (not a string, not fractional)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ValueError(f"{name} must be a list of integer epochs such as [40], got {value!r}")
+    for epoch in value:
+        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
+            raise ValueError(f"{name} must be a list of integer epochs >= 0 such as [40], got {value!r}")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+@dataclass(frozen=True)
+class MINDConfig:
+    """Every hyperparameter of a MIND run (see :class:`~avalanche_mind.MIND` for their meaning).
+
+    The schedule and optimiser defaults are the paper's CIFAR-100/10 settings;
+    ``self_distillation``, ``new_weights`` and ``task_inference`` default to the best
+    configuration measured here (``PAPER_SETTINGS`` gives the paper's).
+    ``optimizer``/``teacher_optimizer`` record the class names of the optimisers
+    in use, and ``lr``/``weight_decay`` the distillation optimiser's actual values,
+    so a configuration describes what ran even with a user's own optimiser.
+    """
+
+    n_experiences: int
+    teacher_epochs: int = 50
+    train_epochs: int = 50
+    train_mb_size: int = 256
+    eval_mb_size: int = 512
+    beta: float = 5.0
+    distill_loss: str = "js"
+    temperature: float = 6.5
+    self_distillation: bool = True
+    weight_sharing: bool = True
+    bn_per_task: bool = True
+    task_inference: str = "shared_foreign"
+    new_weights: str = "random"
+    rejection: Optional[str] = None
+    rejection_weight: float = 1.0
+    lr: float = 0.035
+    milestones: Tuple[int, ...] = (40,)
+    teacher_lr: float = 0.005
+    teacher_milestones: Tuple[int, ...] = (35,)
+    lr_gamma: float = 0.5
+    weight_decay: float = 0.0
+    capacity: Union[str, float] = "equal"
+    optimizer: str = "AdamW"
+    teacher_optimizer: str = "AdamW"
+
+    def __post_init__(self) -> None:
+        for name in ("n_experiences", "train_mb_size", "eval_mb_size"):
+            _check_int(name, getattr(self, name), 1)
+        for name in ("teacher_epochs", "train_epochs"):
+            _check_int(name, getattr(self, name), 0)
+        if self.distill_loss not in DISTILL_LOSSES:
+            raise ValueError(f"unknown distill_loss {self.distill_loss!r}; use one of {sorted(DISTILL_LOSSES)}")
+        check_rule(self.task_inference)
+        if self.new_weights not in NEW_WEIGHTS:
+            raise ValueError(f"unknown new_weights {self.new_weights!r}; use one of {list(NEW_WEIGHTS)}")
+        if self.rejection not in REJECTIONS:
+            raise ValueError(f"unknown rejection {self.rejection!r}; use one of {list(REJECTIONS)}")
+        for name in ("rejection_weight", "beta", "weight_decay"):
+            _check_number(name, getattr(self, name))
+        for name in ("temperature", "lr", "teacher_lr", "lr_gamma"):
+            _check_number(name, getattr(self, name), strict=True)
+        for name in ("milestones", "teacher_milestones"):
+            _check_milestones(name, getattr(self, name))
+            object.__setattr__(self, name, tuple(int(m) for m in getattr(self, name)))
+        for name in ("self_distillation", "weight_sharing", "bn_per_task"):
+            _check_bool(name, getattr(self, name))
+        if self.capacity != "equal" and not (isinstance(self.capacity, float) and 0.0 < self.capacity < 1.0):
+            raise ValueError(f"capacity must be 'equal' or a float in (0, 1), got {self.capacity!r}")
+        for name in ("lr", "teacher_lr", "beta", "temperature", "rejection_weight", "lr_gamma", "weight_decay"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+
+    @property
+    def training_keys(self) -> Tuple[str, ...]:
+        """Settings that change how later experiences train: a strict resume requires them equal."""
+        return tuple(f.name for f in dataclasses.fields(self) if f.name not in STRUCTURAL_KEYS + EVAL_KEYS)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain values (lists for milestones): what checkpoints store and W&B logs."""
+        values = dataclasses.asdict(self)
+        values["milestones"] = list(self.milestones)
+        values["teacher_milestones"] = list(self.teacher_milestones)
+        return values
+
+    def replace(self, **changes: Any) -> "MINDConfig":
+        """A validated copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+    def differences(self, saved: Mapping[str, Any], strict: bool) -> List[str]:
+        """``key: checkpoint has A, this one has B`` for every structural (and, if ``strict``, training) setting."""
+        current = self.to_dict()
+        keys = STRUCTURAL_KEYS + (self.training_keys if strict else ())
+        return [f"{key}: checkpoint has {saved.get(key, '<missing>')!r}, this one has {current[key]!r}"
+                for key in keys if saved.get(key, "<missing>") != current[key]]
+
+
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(MINDConfig) if f.default is not dataclasses.MISSING}
+"""Every default, by name (the command line and the runner read them here)."""
+
+__all__ = ["DEFAULTS", "EVAL_KEYS", "MINDConfig", "STRUCTURAL_KEYS"]
