@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from avalanche_mind.data import glyphs
+from avalanche_mind.data import glyph_cache, glyphs
 from avalanche_mind.data.glyphs import (
     CHARACTERS,
     DOMAIN_STYLES,
@@ -22,6 +22,7 @@ from avalanche_mind.data.glyphs import (
     render_glyphs,
     rotated_domains,
 )
+from avalanche_mind.data.glyph_styles import resolve_style
 
 FIVE = list(CHARACTERS[:5])  # the digits 2-6: what n_classes=5 selects
 #: Every style a benchmark draws with (the rotated benchmark's are "plain", turned).
@@ -101,7 +102,7 @@ def test_cache_round_trip_and_key(tmp_path, monkeypatch):
     def no_render(*args, **kwargs):
         raise AssertionError("the second call must read the cache")
 
-    monkeypatch.setattr(glyphs, "render_glyphs", no_render)
+    monkeypatch.setattr(glyph_cache, "render_glyphs", no_render)
     second = load_glyph_arrays(FIVE, **kwargs)
     for key in first:
         assert np.array_equal(first[key], second[key])
@@ -274,7 +275,7 @@ def test_new_domain_benchmarks_are_fixed_by_the_seed_and_reuse_their_cache(tmp_p
     def no_render(*args, **kwargs):
         raise AssertionError("a second build must read the cache")
 
-    monkeypatch.setattr(glyphs, "render_glyphs", no_render)
+    monkeypatch.setattr(glyph_cache, "render_glyphs", no_render)
     cached = build(n_domains=3, root=tmp_path / "a", **SMALL)
     for d in range(3):
         reference = _images(first.train_stream[d])
@@ -377,7 +378,7 @@ def test_older_styles_keep_their_cache_key():
     import json
 
     def key(style):
-        return json.loads(glyphs._cache_key(FIVE, 3, 2, 0, glyphs._resolve_style(style), 16))["style"]
+        return json.loads(glyph_cache._cache_key(FIVE, 3, 2, 0, resolve_style(style), 16))["style"]
 
     assert not {"rotation", "draws"} & set(key("default"))
     turned = rotated_domains([45.0])[0].style
