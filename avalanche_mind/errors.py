@@ -6,4 +6,8 @@ class TrainingDivergedError(ArithmeticError):
     """A loss became NaN or infinite: the run stopped before its weights were kept or saved."""
 
 
-__all__ = ["TrainingDivergedError"]
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: unreadable, corrupt, or made for another configuration."""
+
+
+__all__ = ["CheckpointError", "TrainingDivergedError"]

@@ -136,6 +136,34 @@ def gate_model(model: nn.Module) -> nn.Module:
     return model
 
 
+def ensure_gated(model: nn.Module) -> nn.Module:
+    """Gate ``model`` in place unless it already is; refuse a model only partly gated.
+
+    A plain Conv2d/Linear beside gated layers would be neither split between
+    experiences nor protected: experience 0 would train it, later ones find it frozen.
+    """
+    empty = [f"{name} has shape {list(p.shape)}" for name, p in model.named_parameters() if p.numel() == 0]
+    if empty:
+        raise ValueError(
+            f"the model has empty layers ({', '.join(empty[:3])}): every layer needs at least one "
+            "weight; check the model's size arguments (e.g. width >= 1)"
+        )
+    if next(gated_layers(model), None) is None:
+        return gate_model(model)
+    plain = [repr(name or type(model).__name__) for name, module in model.named_modules()
+             if type(module) in (nn.Conv2d, nn.Linear)]
+    if plain:
+        raise ValueError(
+            f"the model is only partly gated: {', '.join(plain[:5])}"
+            + (f" and {len(plain) - 5} more" if len(plain) > 5 else "")
+            + " are plain nn.Conv2d/nn.Linear layers, which MIND neither splits between "
+            "experiences nor protects (experience 0 would train them, later ones would find "
+            "them frozen). Gate the whole model: avalanche_mind.gate_model(model) gates the "
+            "remaining layers and keeps the gated ones."
+        )
+    return model
+
+
 def ungate(model: nn.Module) -> nn.Module:
     """Undo :func:`gate_model` in place: plain Conv2d/Linear, same weights."""
     for module in model.modules():

@@ -22,7 +22,9 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from avalanche_mind.checkpoint import CheckpointError, _check_state, _to_device, check_model_matches, read_checkpoint
+from avalanche_mind.checkpoint import CheckpointError, read_checkpoint
+from avalanche_mind.config import DEFAULTS
+from avalanche_mind.strategy_state import check_consistency, check_model_matches, to_device
 from avalanche_mind.inference import SubnetworkBank, predict
 from avalanche_mind.layers import gate_model, gated_layers
 from avalanche_mind.ownership import OwnershipMap
@@ -52,7 +54,7 @@ class Predictor:
         n_experiences: int,
         capacity="equal",
         weight_sharing: bool = True,
-        temperature: float = 6.5,
+        temperature: float = DEFAULTS["temperature"],
         task_inference: str = "max_confidence",
         device: Union[str, torch.device] = "cpu",
         bank_options: Optional[Dict[str, object]] = None,
@@ -79,7 +81,7 @@ class Predictor:
         self.temperature = float(temperature)
         self.task_inference = task_inference
         self.slices: List[Tensor] = [torch.tensor(s, dtype=torch.long, device=self.device) for s in state.slices]
-        snapshots = [_to_device(s, self.device) for s in state.bn_snapshots]
+        snapshots = [to_device(s, self.device) for s in state.bn_snapshots]
         self.bank = SubnetworkBank(
             self.model, self.ownership, snapshots, state.n_tasks, weight_sharing, **dict(bank_options or {})
         )
@@ -109,7 +111,7 @@ class Predictor:
         if next(gated_layers(model), None) is None:
             gate_model(model)
         check_model_matches(body["model_signature"], model, path)
-        _check_state(body, path)
+        check_consistency(body, path)
         if checkpoint.n_trained == 0:
             raise CheckpointError(f"{path} was saved before any experience was trained: it has no sub-network")
         state = MINDState()

@@ -1,20 +1,26 @@
-"""MIND as an Avalanche strategy: a ``SupervisedTemplate`` that orders four plugins.
+"""MIND as an Avalanche strategy: a ``SupervisedTemplate`` whose experience procedure reads top to bottom.
 
-For each experience t, in ``before_training_exp`` and in this order:
-teacher phase (:class:`TeacherPlugin`) -> allocation of FREE weights to t
-(:class:`AllocationPlugin`) -> gating to t's sub-network (:class:`GatingPlugin`)
--> BatchNorm handling (:class:`BatchNormPlugin`). The template's own training
-loop is then the distillation phase, with loss ``CE + beta * D(teacher, student)``
-on t's output slice. In eval, ``mb_output`` is a full-width vector whose argmax is
-the task-agnostic (TAg) answer, so Avalanche's metrics work unchanged.
+For each experience t (:meth:`MIND._prepare_experience`, run where Avalanche has
+built the data loader and optimiser and before any plugin's ``before_training_exp``):
+
+1. teacher phase (:class:`TeacherPlugin`): learn t alone on its output slice;
+2. allocation (:class:`AllocationPlugin`): give FREE weights to t;
+3. BatchNorm (:class:`BatchNormPlugin`): with ``bn_per_task=False``, back to experience
+   0's snapshot, frozen (before gating, whose weight guard copies the frozen terms);
+4. gating (:class:`GatingPlugin`): route through t's sub-network, freeze the rest;
+5. distillation: the template's own training loop, loss ``CE + beta * D(teacher, student)``
+   on t's output slice (:meth:`MIND.criterion`);
+6. after it (:meth:`MIND._finish_experience`): t's BatchNorm snapshot, then its score
+   statistics for task identification (:class:`ScoreStatisticsPlugin`), so every
+   plugin's ``after_training_exp`` (checkpoints, loggers) sees the experience complete.
+
+In eval, ``mb_output`` is a full-width vector whose argmax is the task-agnostic (TAg)
+answer, so Avalanche's metrics work unchanged.
 """
 from __future__ import annotations
 
-import copy
-import math
-import numbers
 import warnings
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -26,11 +32,12 @@ from torch.optim import AdamW, Optimizer
 from torch.optim.lr_scheduler import MultiStepLR
 from torch.utils.data import DataLoader
 
+from avalanche_mind.config import MINDConfig
 from avalanche_mind.errors import TrainingDivergedError
 from avalanche_mind.inference import Prediction, SubnetworkBank, predict
-from avalanche_mind.layers import gate_model, gated_layers
+from avalanche_mind.layers import ensure_gated
 from avalanche_mind.losses import DISTILL_LOSSES
-from avalanche_mind.metrics import default_mind_evaluator  # noqa: F401 (re-exported)
+from avalanche_mind.metrics import default_mind_evaluator
 from avalanche_mind.ownership import Capacity, OwnershipMap
 from avalanche_mind.plugins.allocation import AllocationPlugin
 from avalanche_mind.plugins.batchnorm import BatchNormPlugin, frozen_running_statistics
@@ -38,10 +45,12 @@ from avalanche_mind.plugins.gating import GatingPlugin
 from avalanche_mind.plugins.statistics import ScoreStatisticsPlugin
 from avalanche_mind.plugins.teacher import IndexedDataset, OptimizerFactory, TeacherPlugin
 from avalanche_mind.progress import DistillationProgressPlugin
-from avalanche_mind.settings import NEW_WEIGHTS, PAPER_SETTINGS, REJECTIONS  # noqa: F401 (PAPER_SETTINGS re-exported)
+from avalanche_mind.settings import PAPER_SETTINGS  # noqa: F401 (re-exported)
 from avalanche_mind.state import MINDState
+from avalanche_mind.strategy_state import load_strategy_state, roll_back, rollback_point, strategy_state
 from avalanche_mind.task_id import STATISTICS_RULES, check_rule, rotations, uniform_target_loss
 
+_D = MINDConfig  # the defaults below are MINDConfig's, written once there
 
 
 def experience_classes(experience) -> List[int]:
@@ -50,35 +59,6 @@ def experience_classes(experience) -> List[int]:
     if classes is None:
         classes = experience.dataset.targets.uniques
     return sorted(int(c) for c in classes)
-
-
-def _check_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_number(name: str, value, *, minimum: float = 0.0, strict: bool = False) -> None:
-    """A finite real number (not a string, not a bool) >= ``minimum`` (> if ``strict``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if value < minimum or (strict and value == minimum):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum:g}, got {value!r}")
-
-
-def _check_milestones(name: str, value) -> None:
-    """A sequence of integer epochs (not a string, not fractional)."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise ValueError(f"{name} must be a list of integer epochs such as [40], got {value!r}")
-    for epoch in value:
-        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
-            raise ValueError(f"{name} must be a list of integer epochs >= 0 such as [40], got {value!r}")
-
-
-def _check_bool(name: str, value) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
 
 
 class MIND(SupervisedTemplate):
@@ -100,9 +80,9 @@ class MIND(SupervisedTemplate):
     :param weight_sharing: sub-network t uses weights of tasks 0..t (True) or only t.
     :param bn_per_task: one BatchNorm snapshot per experience (True) or task 0's only.
     :param task_inference: how the TAg choice picks a sub-network: "max_confidence" (the
-        paper's), "entropy", "max_logit", "energy", "zscore" or "likelihood_ratio" (the last
-        two use score statistics gathered from training data; see
-        :mod:`avalanche_mind.task_id`).
+        paper's), "entropy", "max_logit", "energy", "zscore", "likelihood_ratio" or
+        "shared_foreign" (the last three use score statistics gathered from training
+        data; see :mod:`avalanche_mind.task_id`).
     :param new_weights: "zero": with weight sharing, weights newly given to experience
         t >= 1 start at zero, so its student starts as sub-network t-1 (the authors'
         code); "random": He-normal re-initialisation.
@@ -124,6 +104,9 @@ class MIND(SupervisedTemplate):
     :param seed: seed of the allocation and teacher initialisation (default:
         ``torch.initial_seed()``).
     :param verbose: show a progress bar (loss, learning rate) for each phase of each experience.
+
+    The hyperparameters are validated once into :attr:`config` (a :class:`MINDConfig`),
+    which checkpoints store whole and W&B logs.
     """
 
     def __init__(
@@ -131,101 +114,61 @@ class MIND(SupervisedTemplate):
         *,
         model: nn.Module,
         n_experiences: int,
-        teacher_epochs: int = 50,
-        train_epochs: int = 50,
-        train_mb_size: int = 256,
-        eval_mb_size: int = 512,
+        teacher_epochs: int = _D.teacher_epochs,
+        train_epochs: int = _D.train_epochs,
+        train_mb_size: int = _D.train_mb_size,
+        eval_mb_size: int = _D.eval_mb_size,
         device: Union[str, torch.device] = "cpu",
         plugins: Optional[Sequence[BasePlugin]] = None,
         evaluator: Union[EvaluationPlugin, Callable[[], EvaluationPlugin], None] = default_mind_evaluator,
         eval_every: int = -1,
-        beta: float = 5.0,
-        distill_loss: str = "js",
-        temperature: float = 6.5,
-        self_distillation: bool = True,
-        weight_sharing: bool = True,
-        bn_per_task: bool = True,
-        task_inference: str = "shared_foreign",
-        new_weights: str = "random",
-        rejection: Optional[str] = None,
-        rejection_weight: float = 1.0,
+        beta: float = _D.beta,
+        distill_loss: str = _D.distill_loss,
+        temperature: float = _D.temperature,
+        self_distillation: bool = _D.self_distillation,
+        weight_sharing: bool = _D.weight_sharing,
+        bn_per_task: bool = _D.bn_per_task,
+        task_inference: str = _D.task_inference,
+        new_weights: str = _D.new_weights,
+        rejection: Optional[str] = _D.rejection,
+        rejection_weight: float = _D.rejection_weight,
         optimizer: Optional[Optimizer] = None,
-        lr: float = 0.035,
-        milestones: Sequence[int] = (40,),
+        lr: float = _D.lr,
+        milestones: Sequence[int] = _D.milestones,
         teacher_optimizer: Optional[OptimizerFactory] = None,
-        teacher_lr: float = 0.005,
-        teacher_milestones: Sequence[int] = (35,),
-        lr_gamma: float = 0.5,
-        weight_decay: float = 0.0,
-        capacity: Capacity = "equal",
+        teacher_lr: float = _D.teacher_lr,
+        teacher_milestones: Sequence[int] = _D.teacher_milestones,
+        lr_gamma: float = _D.lr_gamma,
+        weight_decay: float = _D.weight_decay,
+        capacity: Capacity = _D.capacity,
         seed: Optional[int] = None,
         verbose: bool = False,
         **base_kwargs,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        _check_int("n_experiences", n_experiences, 1)
-        _check_int("teacher_epochs", teacher_epochs, 0)
-        _check_int("train_epochs", train_epochs, 0)
-        _check_int("train_mb_size", train_mb_size, 1)
-        if distill_loss not in DISTILL_LOSSES:
-            raise ValueError(f"unknown distill_loss {distill_loss!r}; use one of {sorted(DISTILL_LOSSES)}")
-        check_rule(task_inference)
-        if new_weights not in NEW_WEIGHTS:
-            raise ValueError(f"unknown new_weights {new_weights!r}; use one of {list(NEW_WEIGHTS)}")
-        if rejection not in REJECTIONS:
-            raise ValueError(f"unknown rejection {rejection!r}; use one of {list(REJECTIONS)}")
-        _check_int("eval_mb_size", eval_mb_size, 1)
-        _check_number("rejection_weight", rejection_weight)
-        _check_number("beta", beta)
-        _check_number("temperature", temperature, strict=True)
-        _check_number("lr", lr, strict=True)
-        _check_number("teacher_lr", teacher_lr, strict=True)
-        _check_number("lr_gamma", lr_gamma, strict=True)
-        _check_number("weight_decay", weight_decay)
-        _check_milestones("milestones", milestones)
-        _check_milestones("teacher_milestones", teacher_milestones)
-        for flag, value in (("self_distillation", self_distillation), ("weight_sharing", weight_sharing),
-                            ("bn_per_task", bn_per_task), ("verbose", verbose)):
-            _check_bool(flag, value)
-
-        empty = [f"{name} has shape {list(p.shape)}" for name, p in model.named_parameters() if p.numel() == 0]
-        if empty:
-            raise ValueError(
-                f"the model has empty layers ({', '.join(empty[:3])}): every layer needs at least one "
-                "weight; check the model's size arguments (e.g. width >= 1)"
-            )
-        if next(gated_layers(model), None) is None:
-            gate_model(model)
-        else:
-            plain = [repr(name or type(model).__name__) for name, module in model.named_modules()
-                     if type(module) in (nn.Conv2d, nn.Linear)]
-            if plain:
-                raise ValueError(
-                    f"the model is only partly gated: {', '.join(plain[:5])}"
-                    + (f" and {len(plain) - 5} more" if len(plain) > 5 else "")
-                    + " are plain nn.Conv2d/nn.Linear layers, which MIND neither splits between "
-                    "experiences nor protects (experience 0 would train them, later ones would find "
-                    "them frozen). Gate the whole model: avalanche_mind.gate_model(model) gates the "
-                    "remaining layers and keeps the gated ones."
-                )
-        self.n_experiences = n_experiences
+        if not isinstance(verbose, bool):
+            raise ValueError(f"verbose must be True or False, got {verbose!r}")
+        if optimizer is not None:  # the configuration records what actually runs
+            group = optimizer.param_groups[0]
+            lr, weight_decay = group.get("initial_lr", group["lr"]), group.get("weight_decay", 0.0)
+        self.config = MINDConfig(
+            n_experiences=n_experiences, teacher_epochs=teacher_epochs, train_epochs=train_epochs,
+            train_mb_size=train_mb_size, eval_mb_size=eval_mb_size, beta=beta, distill_loss=distill_loss,
+            temperature=temperature, self_distillation=self_distillation, weight_sharing=weight_sharing,
+            bn_per_task=bn_per_task, task_inference=task_inference, new_weights=new_weights,
+            rejection=rejection, rejection_weight=rejection_weight, lr=lr, milestones=milestones,
+            teacher_lr=teacher_lr, teacher_milestones=teacher_milestones, lr_gamma=lr_gamma, weight_decay=weight_decay, capacity=capacity,
+            optimizer=type(optimizer).__name__ if optimizer is not None else "AdamW",
+            teacher_optimizer=(getattr(teacher_optimizer, "__qualname__", type(teacher_optimizer).__name__)
+                               if teacher_optimizer is not None else "AdamW"),
+        )
+        config = self.config
+        ensure_gated(model)
         self.ownership = OwnershipMap(model, n_experiences, capacity)
         self.state = MINDState()
         self.generator = torch.Generator().manual_seed(seed if seed is not None else torch.initial_seed())
-        self.beta = float(beta)
-        self.distill_loss_name = distill_loss
-        self.distill_loss = DISTILL_LOSSES[distill_loss]
-        self.temperature = float(temperature)
-        self.self_distillation = self_distillation
-        self.weight_sharing = weight_sharing
-        self.bn_per_task = bn_per_task
-        self.task_inference = task_inference
-        self.new_weights = new_weights
-        self.rejection = rejection
-        self.rejection_weight = float(rejection_weight)
-        self.milestones = list(milestones)
-        self.lr_gamma = lr_gamma
+        self.distill_loss = DISTILL_LOSSES[config.distill_loss]
         self.verbose = verbose
         self.scheduler: Optional[MultiStepLR] = None
         self.eval_task = -1
@@ -238,36 +181,77 @@ class MIND(SupervisedTemplate):
         self._classifier_checked = False  # the model's output comes from ownership.classifier
 
         if optimizer is None:
-            optimizer = AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+            optimizer = AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         if teacher_optimizer is None:
             def teacher_optimizer(params: Iterable[nn.Parameter]) -> Optimizer:
-                return AdamW(params, lr=teacher_lr, weight_decay=weight_decay)
+                return AdamW(params, lr=config.teacher_lr, weight_decay=config.weight_decay)
+        # The steps of the procedure; MIND calls them in order (see the module docstring).
         self.teacher_plugin = TeacherPlugin(
-            teacher_epochs, teacher_optimizer, teacher_milestones, lr_gamma, self_distillation
+            config.teacher_epochs, teacher_optimizer, config.teacher_milestones, config.lr_gamma,
+            config.self_distillation,
         )
+        self.allocation = AllocationPlugin("magnitude" if config.self_distillation else "random")
+        self.batchnorm = BatchNormPlugin()
+        self.gating = GatingPlugin()  # its per-step callbacks keep frozen weights bit-identical
+        self.statistics = ScoreStatisticsPlugin()
         mind_plugins: List[BasePlugin] = [
-            self.teacher_plugin,
-            AllocationPlugin("magnitude" if self_distillation else "random"),
-            # BatchNorm before gating: with bn_per_task=False snapshot 0 must be loaded
-            # before the weight guard copies the frozen affine terms it restores.
-            BatchNormPlugin(),
-            GatingPlugin(),
-            ScoreStatisticsPlugin(),  # after the BatchNorm snapshot, before any user plugin (checkpoints)
+            self.teacher_plugin, self.allocation, self.batchnorm, self.gating, self.statistics,
             DistillationProgressPlugin(),  # the teacher's bar is drawn by the TeacherPlugin
         ]
         super().__init__(
             model=model,
             optimizer=optimizer,
             criterion=nn.CrossEntropyLoss(),
-            train_mb_size=train_mb_size,
-            train_epochs=train_epochs,
-            eval_mb_size=eval_mb_size,
+            train_mb_size=config.train_mb_size,
+            train_epochs=config.train_epochs,
+            eval_mb_size=config.eval_mb_size,
             device=device,
             plugins=mind_plugins + list(plugins or []),
             evaluator=evaluator,
             eval_every=eval_every,
             **base_kwargs,
         )
+
+    # ------------------------------------------------------- configuration
+    @property
+    def n_experiences(self) -> int:
+        return self.config.n_experiences
+
+    @property
+    def task_inference(self) -> str:
+        """The TAg task choice; may be changed between evaluations (it does not affect training)."""
+        return self.config.task_inference
+
+    @task_inference.setter
+    def task_inference(self, rule: str) -> None:
+        check_rule(rule)
+        self.config = self.config.replace(task_inference=rule)
+
+    @property
+    def temperature(self) -> float:
+        return self.config.temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self.config = self.config.replace(temperature=value)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything MIND must remember to continue exactly: configuration, weights and
+        ownership, :class:`MINDState`, optimiser, scheduler, generator, clock and the
+        evaluator's metric state, as tensors and plain values (see
+        :mod:`avalanche_mind.strategy_state`)."""
+        return strategy_state(self)
+
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True, source: str = "the state") -> None:
+        """Restore :meth:`state_dict` into this MIND, built with the same configuration.
+
+        ``strict``: also the training settings must match (else only those that
+        define the weights' meaning); inference settings stay this strategy's own.
+        """
+        skipped = load_strategy_state(self, state, strict=strict, source=source)
+        if skipped:
+            warnings.warn(f"{source}: not restored: {'; '.join(skipped)}; metrics that span experiences "
+                          "(forgetting) start afresh", stacklevel=3)
 
     # -------------------------------------------------------------- tasks
     @property
@@ -278,7 +262,7 @@ class MIND(SupervisedTemplate):
     @property
     def zero_start(self) -> bool:
         """Whether the experience being trained starts its new weights at zero (see ``new_weights``)."""
-        return self.new_weights == "zero" and self.weight_sharing and self.current_task > 0
+        return self.config.new_weights == "zero" and self.config.weight_sharing and self.current_task > 0
 
     def rejection_loss(self, network: nn.Module, x: Tensor, slice_: Tensor) -> Tensor:
         """``rejection_weight`` x cross-entropy to uniform of ``network`` on rotated ``x`` (0 if off).
@@ -286,11 +270,11 @@ class MIND(SupervisedTemplate):
         BatchNorm's running statistics are not updated by the rotated pass, so the
         snapshot describes the task's own inputs only.
         """
-        if self.rejection is None or self.rejection_weight == 0:
+        if self.config.rejection is None or self.config.rejection_weight == 0:
             return x.new_zeros(())
         with frozen_running_statistics(network):
             logits = network(rotations(x))[:, slice_]
-        return self.rejection_weight * uniform_target_loss(logits)
+        return self.config.rejection_weight * uniform_target_loss(logits)
 
     @property
     def n_outputs(self) -> Optional[int]:
@@ -344,38 +328,59 @@ class MIND(SupervisedTemplate):
         self.state.slices.append(classes)
         self.state.experience_ids.append(int(self.experience.current_experience))
 
+    # ----------------------------------------------------------- procedure
+    def _before_training_exp(self, **kwargs) -> None:
+        self._pending = rollback_point(self)
+        self._register_experience()
+        super()._before_training_exp(**kwargs)  # data loader, optimiser, MIND's steps, then plugins
+
+    def check_model_and_optimizer(self, **kwargs) -> None:
+        """Avalanche prepares the model and optimiser here, last before the plugins' ``before_training_exp``:
+        MIND prepares the experience right after, so every plugin sees it ready for distillation."""
+        super().check_model_and_optimizer(**kwargs)
+        self._prepare_experience()
+
+    def _prepare_experience(self) -> None:
+        """Steps 1-4 for the current experience t, in order."""
+        config, task = self.config, self.current_task
+        self.teacher_plugin.train(self, self.output_slice(task))
+        self.allocation.allocate(self.ownership, task, self.state.slices[task], self.generator, self.zero_start)
+        if not config.bn_per_task and task > 0:
+            self.batchnorm.freeze_to(self.model, self.state.bn_snapshots[0])
+        self.gating.gate(self.model, self.ownership, task, config.weight_sharing,
+                         batchnorm_trainable=config.bn_per_task or task == 0)
+
+    def _after_training_exp(self, **kwargs) -> None:
+        self._finish_experience()
+        super()._after_training_exp(**kwargs)  # plugins: checkpoints and loggers see t complete
+        self._pending = None  # the experience (and its checkpoint, if any) is complete
+
+    def _finish_experience(self) -> None:
+        """Step 6: t's BatchNorm snapshot, then its score statistics; the teacher is released."""
+        self.teacher_plugin.release()
+        self.state.bn_snapshots.append(self.batchnorm.snapshot(self.model))
+        slices = [self.output_slice(t) for t in range(self.state.n_tasks)]
+        self.statistics.gather(self.model, self.ownership, self.state, self.config.weight_sharing, slices,
+                               self.experience.dataset.eval(), self.eval_mb_size, self.device)
+
+    def criterion(self) -> Tensor:
+        """Step 5, the distillation loss, in training; cross-entropy of the TAg output in eval."""
+        if not self.is_training:
+            return self._criterion(self.mb_output, self.mb_y)
+        task = self.current_task
+        slice_ = self.output_slice(task)
+        student = self.mb_output[:, slice_]
+        loss = F.cross_entropy(student, self.slice_position(task)[self.mb_y])
+        if self.config.beta > 0:
+            index = self.mbatch[2] if self.config.self_distillation else None
+            loss = loss + self.config.beta * self.distill_loss(self.teacher_plugin.logits(self.mb_x, index, slice_),
+                                                               student)
+        loss = loss + self.rejection_loss(self.model, self.mb_x, slice_)
+        finite = torch.isfinite(loss.detach())
+        self._finite_loss = finite if self._finite_loss is None else self._finite_loss & finite
+        return loss
+
     # ------------------------------------------------------------ rollback
-    def _rollback_point(self) -> Dict[str, object]:
-        """What training one experience changes: restored if that training fails."""
-        return {
-            "n_tasks": self.state.n_tasks,
-            "bn_snapshots": list(self.state.bn_snapshots),
-            "score_statistics": copy.deepcopy(self.state.score_statistics),
-            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-            "generator": self.generator.get_state(),
-        }
-
-    def _roll_back(self) -> None:
-        """Undo the registration, allocation and training of an experience whose training failed."""
-        point, self._pending = self._pending, None
-        if point is None:
-            return
-        n = int(point["n_tasks"])
-        del self.state.slices[n:]
-        del self.state.experience_ids[n:]
-        self.state.bn_snapshots = list(point["bn_snapshots"])
-        self.state.score_statistics = point["score_statistics"]
-        with torch.no_grad():
-            self.model.load_state_dict(point["model"])
-        self.generator.set_state(point["generator"])
-        self._slice_cache.clear()
-        self._position_cache.clear()
-        self.teacher_plugin.teacher = None
-        self.teacher_plugin.recorded_logits = None
-        self._finite_loss = None
-        if n > 0:
-            self.ownership.activate(n - 1, self.weight_sharing)
-
     def train(self, experiences, eval_streams=None, **kwargs):
         """Avalanche's ``train``; an experience whose training fails (an error, Ctrl-C) is undone.
 
@@ -385,24 +390,15 @@ class MIND(SupervisedTemplate):
         try:
             return super().train(experiences, eval_streams, **kwargs)
         except BaseException:
-            self._roll_back()
+            point, self._pending = self._pending, None
+            roll_back(self, point)
             raise
-
-    # ------------------------------------------------------------ training
-    def _before_training_exp(self, **kwargs) -> None:
-        self._pending = self._rollback_point()
-        self._register_experience()
-        super()._before_training_exp(**kwargs)
-
-    def _after_training_exp(self, **kwargs) -> None:
-        super()._after_training_exp(**kwargs)
-        self._pending = None  # the experience (and its checkpoint, if any) is complete
 
     def make_train_dataloader(
         self, num_workers=0, shuffle=True, pin_memory=None, persistent_workers=False, drop_last=False, **kwargs
     ) -> None:
         """As Avalanche's, but in self-distillation each item carries its index (recorded teacher logits)."""
-        if not self.self_distillation:
+        if not self.config.self_distillation:
             return super().make_train_dataloader(
                 num_workers=num_workers,
                 shuffle=shuffle,
@@ -427,7 +423,7 @@ class MIND(SupervisedTemplate):
         super().make_optimizer(reset_optimizer_state=True, **kwargs)
         for group in self.optimizer.param_groups:
             group["lr"] = group.setdefault("initial_lr", group["lr"])
-        self.scheduler = MultiStepLR(self.optimizer, milestones=self.milestones, gamma=self.lr_gamma)
+        self.scheduler = MultiStepLR(self.optimizer, milestones=list(self.config.milestones), gamma=self.config.lr_gamma)
 
     def _after_training_epoch(self, **kwargs) -> None:
         finite, self._finite_loss = self._finite_loss, None
@@ -442,19 +438,6 @@ class MIND(SupervisedTemplate):
             self.scheduler.step()
         super()._after_training_epoch(**kwargs)
 
-    def criterion(self) -> Tensor:
-        """Distillation loss in training; cross-entropy of the TAg output in eval."""
-        if not self.is_training:
-            return self._criterion(self.mb_output, self.mb_y)
-        task = self.current_task
-        student = self.mb_output[:, self.output_slice(task)]
-        loss = F.cross_entropy(student, self.slice_position(task)[self.mb_y])
-        if self.beta > 0:
-            loss = loss + self.beta * self.distill_loss(self.teacher_plugin.logits(self), student)
-        loss = loss + self.rejection_loss(self.model, self.mb_x, self.output_slice(task))
-        finite = torch.isfinite(loss.detach())
-        self._finite_loss = finite if self._finite_loss is None else self._finite_loss & finite
-        return loss
 
     # ----------------------------------------------------------- inference
     def _before_eval(self, **kwargs) -> None:
@@ -462,7 +445,7 @@ class MIND(SupervisedTemplate):
         self._bank = None
         if self.state.n_tasks > 0:
             self._bank = SubnetworkBank(
-                self.model, self.ownership, self.state.bn_snapshots, self.state.n_tasks, self.weight_sharing
+                self.model, self.ownership, self.state.bn_snapshots, self.state.n_tasks, self.config.weight_sharing
             )
         super()._before_eval(**kwargs)
 

@@ -4,16 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avalanche.evaluation.metrics import accuracy_metrics
-from avalanche.training.plugins import EvaluationPlugin
-
-from avalanche_mind import MIND, mind_metrics, small_cnn
 from avalanche_mind.data.toy import toy_class_incremental, toy_domain_incremental
-
-# Settings small enough for 2 CPU cores, large enough that the learning tests mean something.
-FAST = dict(teacher_epochs=6, train_epochs=6, train_mb_size=32, eval_mb_size=256,
-            lr=0.01, teacher_lr=0.01, milestones=[5], teacher_milestones=[5], temperature=1.0)
-
+from helpers import make_mind
 
 @pytest.fixture(autouse=True, scope="session")
 def one_thread():
@@ -35,17 +27,6 @@ def domain_incremental():
     return toy_domain_incremental(n_domains=3, n_classes=4, seed=0)
 
 
-def quiet_evaluator() -> EvaluationPlugin:
-    return EvaluationPlugin(accuracy_metrics(experience=True, stream=True), *mind_metrics(), loggers=[])
-
-
-def make_mind(n_classes=10, n_experiences=5, model=None, **overrides):
-    torch.manual_seed(0)
-    model = small_cnn(n_classes) if model is None else model
-    kwargs = {**FAST, "evaluator": quiet_evaluator, **overrides}
-    return MIND(model=model, n_experiences=n_experiences, seed=0, **kwargs)
-
-
 @pytest.fixture(scope="session")
 def trained_run(class_incremental):
     """MIND trained on every experience; keeps experience 0's end state for isolation checks."""
@@ -60,16 +41,3 @@ def trained_run(class_incremental):
     for experience in stream[1:]:
         strategy.train(experience, eval_streams=[])
     return strategy, after_first
-
-
-def stream_metric(results: dict, prefix: str) -> float:
-    """The single stream-level value whose name starts with ``prefix``."""
-    values = [v for k, v in results.items() if k.startswith(prefix)]
-    assert len(values) == 1, f"expected one metric starting with {prefix}, got {values}"
-    return values[0]
-
-
-def exp_metric(results: dict, prefix: str, exp: int) -> float:
-    values = [v for k, v in results.items() if k.startswith(prefix) and k.endswith(f"Exp{exp:03d}")]
-    assert len(values) == 1, f"expected one metric {prefix}..Exp{exp:03d}, got {values}"
-    return values[0]

@@ -218,3 +218,30 @@ def test_mismatched_configuration_or_model_is_refused(saved):
     _, no_sharing = build(weight_sharing=False)
     with pytest.raises(CheckpointError, match="weight_sharing"):
         load_checkpoint(no_sharing, path, strict=False)
+
+
+def test_a_resume_with_another_teacher_learning_rate_is_refused(saved):
+    # teacher_lr once lived only in a closure and was not compared on resume.
+    path, _ = saved
+    assert read_checkpoint(path).hyperparameters["teacher_lr"] == TINY["teacher_lr"]
+    _, other = build(teacher_lr=0.02)
+    with pytest.raises(CheckpointError, match="teacher_lr: checkpoint has 0.01, this one has 0.02"):
+        load_checkpoint(other, path)
+    assert load_checkpoint(other, path, strict=False).n_trained == 2
+
+
+def test_state_dict_round_trip_restores_everything_mind_remembers(saved):
+    path, _ = saved
+    _, source = build()
+    load_checkpoint(source, path)
+    state = source.state_dict()
+    _, target = build()
+    target.load_state_dict(state)
+    again = target.state_dict()
+    assert again["hyperparameters"] == state["hyperparameters"] == source.config.to_dict()
+    assert again["n_trained"] == 2 and again["mind_state"]["slices"] == state["mind_state"]["slices"]
+    assert all(torch.equal(again["model"][k], v) for k, v in state["model"].items())
+    assert torch.equal(again["generator"], state["generator"])
+    _, wrong = build(beta=2.0)
+    with pytest.raises(CheckpointError, match="beta"):
+        wrong.load_state_dict(state)

@@ -5,7 +5,7 @@ import pytest
 from torch import nn
 
 from avalanche_mind import MIND, gate_model, small_cnn
-from conftest import make_mind
+from helpers import make_mind
 
 
 def test_model_without_conv_or_linear():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from avalanche_mind.layers import gated_layers
-from conftest import exp_metric, make_mind
+from helpers import exp_metric, make_mind
 
 
 def _train_and_check(strategy, stream):

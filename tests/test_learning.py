@@ -7,7 +7,7 @@ from avalanche.training import Naive
 from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_mind import small_cnn
-from conftest import FAST, stream_metric
+from helpers import FAST, stream_metric
 
 
 def test_taw_and_tag_beat_naive_finetuning(trained_run, class_incremental):

@@ -54,7 +54,7 @@ def test_free_weights_are_zero(trained_run):
 
 
 def test_same_seed_same_ownership(class_incremental):
-    from conftest import make_mind
+    from helpers import make_mind
 
     maps = []
     for _ in range(2):

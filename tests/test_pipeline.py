@@ -8,7 +8,7 @@ from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
 
 from avalanche_mind import GatedConv2d, GatedLinear, mind_metrics
-from conftest import make_mind, stream_metric
+from helpers import make_mind, stream_metric
 
 
 def test_runs_with_avalanche_evaluation_plugin_and_interactive_logger(class_incremental, capsys):

@@ -12,7 +12,7 @@ from torch import nn
 
 from avalanche_mind import MIND, gate_model, small_cnn
 from avalanche_mind.errors import TrainingDivergedError
-from conftest import FAST, make_mind, quiet_evaluator
+from helpers import FAST, make_mind, quiet_evaluator
 
 
 def build(**kwargs):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from avalanche.core import SupervisedPlugin
 
-from conftest import make_mind, stream_metric
+from helpers import make_mind, stream_metric
 
 
 class ParameterCounter(SupervisedPlugin):

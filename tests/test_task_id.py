@@ -21,7 +21,7 @@ from avalanche_mind.task_id import (
     uniform_target_loss,
 )
 
-from conftest import make_mind
+from helpers import make_mind
 
 
 F_DIM = 4
@@ -217,7 +217,9 @@ def test_bn_first_task_only_trains_the_student_with_snapshot_0(class_incremental
 
 def test_paper_settings_are_the_papers_method():
     strategy = MIND(model=small_cnn(4), n_experiences=2, **PAPER_SETTINGS)
-    assert (strategy.task_inference, strategy.rejection, strategy.new_weights) == ("max_confidence", None, "zero")
+    config = strategy.config
+    assert (config.task_inference, config.rejection, config.new_weights, config.self_distillation) == (
+        "max_confidence", None, "zero", False)
     with pytest.raises(ValueError, match="unknown rejection"):
         MIND(model=small_cnn(4), n_experiences=2, rejection="rotations")
     with pytest.raises(ValueError, match="unknown new_weights"):

@@ -6,12 +6,12 @@ largest-magnitude FREE weights, which start the student from the teacher's value
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Optional, Sequence
 
+import torch
 from avalanche.core import SupervisedPlugin
 
-if TYPE_CHECKING:
-    from avalanche_mind.strategy import MIND
+from avalanche_mind.ownership import OwnershipMap
 
 
 class AllocationPlugin(SupervisedPlugin):
@@ -23,9 +23,9 @@ class AllocationPlugin(SupervisedPlugin):
             raise ValueError(f"unknown allocation rule {rule!r}; use 'random' or 'magnitude'")
         self.rule = rule
 
-    def before_training_exp(self, strategy: "MIND", **kwargs) -> None:
-        task = strategy.current_task
-        strategy.ownership.allocate(
-            task, strategy.state.slices[task], rule=self.rule, generator=strategy.generator,
-            zero_start=strategy.zero_start,
-        )
+    def allocate(
+        self, ownership: OwnershipMap, task: int, classes: Sequence[int],
+        generator: Optional[torch.Generator], zero_start: bool,
+    ) -> None:
+        """Give ``task`` (whose output slice is ``classes``) its share of the FREE weights."""
+        ownership.allocate(task, classes, rule=self.rule, generator=generator, zero_start=zero_start)

@@ -7,16 +7,13 @@ BatchNorm is trained on the first experience only and frozen afterwards.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Dict, Iterator
+from typing import Dict, Iterator
 
 import torch
 from avalanche.core import SupervisedPlugin
 from torch import Tensor, nn
 
 from avalanche_mind.layers import batchnorm_modules
-
-if TYPE_CHECKING:
-    from avalanche_mind.strategy import MIND
 
 
 def batchnorm_state(model: nn.Module) -> Dict[str, Tensor]:
@@ -56,16 +53,21 @@ def frozen_running_statistics(model: nn.Module) -> Iterator[None]:
 
 
 class BatchNormPlugin(SupervisedPlugin):
-    """Snapshots BatchNorm after each experience; freezes it when ``bn_per_task`` is off."""
+    """BatchNorm per experience: a snapshot after each one, or experience 0's frozen (``bn_per_task=False``)."""
 
-    def before_training_exp(self, strategy: "MIND", **kwargs) -> None:
-        if strategy.bn_per_task or strategy.current_task == 0:
-            return
-        # The self-distillation teacher may have moved BatchNorm: go back to
-        # experience 0's, and keep its running statistics fixed while training.
-        load_batchnorm_state(strategy.model, strategy.state.bn_snapshots[0])
-        for _, module in batchnorm_modules(strategy.model):
+    @staticmethod
+    def freeze_to(model: nn.Module, snapshot: Dict[str, Tensor]) -> None:
+        """Load ``snapshot`` and keep its running statistics fixed while training.
+
+        With ``bn_per_task=False`` MIND calls this with experience 0's snapshot before
+        gating (the weight guard then copies these affine terms as the frozen ones):
+        a self-distillation teacher may have moved BatchNorm.
+        """
+        load_batchnorm_state(model, snapshot)
+        for _, module in batchnorm_modules(model):
             module.eval()
 
-    def after_training_exp(self, strategy: "MIND", **kwargs) -> None:
-        strategy.state.bn_snapshots.append(batchnorm_state(strategy.model))
+    @staticmethod
+    def snapshot(model: nn.Module) -> Dict[str, Tensor]:
+        """The snapshot MIND stores after an experience's distillation."""
+        return batchnorm_state(model)

@@ -15,6 +15,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 from torch import Tensor, nn
 
+from avalanche_mind.layers import batchnorm_modules
 from avalanche_mind.ownership import OwnershipMap
 
 if TYPE_CHECKING:
@@ -84,12 +85,7 @@ def guard_for(
     ``batchnorm_trainable``: whether BatchNorm affine parameters may move.
     """
     gated_weights = {id(layer.weight): layer for layer in ownership.layers.values()}
-    batchnorm_params = {
-        id(p)
-        for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm)
-        for p in m.parameters(recurse=False)
-    }
+    batchnorm_params = {id(p) for _, m in batchnorm_modules(model) for p in m.parameters(recurse=False)}
     entries: List[Tuple[nn.Parameter, Optional[Tensor]]] = []
     for param in model.parameters():
         layer = gated_weights.get(id(param))
@@ -117,28 +113,33 @@ def guarded_step(optimizer: torch.optim.Optimizer, guard: Optional[WeightGuard])
 
 
 class GatingPlugin(SupervisedPlugin):
-    """Gates the distillation phase to the current experience's sub-network."""
+    """Gates the distillation phase to one experience's sub-network.
+
+    :meth:`gate` (called by MIND before distillation) activates the sub-network and
+    takes the guard; the two per-step callbacks then keep every frozen weight
+    bit-identical, whatever other plugins run around them.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.guard: Optional[WeightGuard] = None
 
-    def before_training_exp(self, strategy: "MIND", **kwargs) -> None:
-        task = strategy.current_task
-        strategy.ownership.activate(task, strategy.weight_sharing)
+    def gate(
+        self, model: nn.Module, ownership: OwnershipMap, task: int, weight_sharing: bool, batchnorm_trainable: bool
+    ) -> None:
+        """Route the forward pass through ``task``'s sub-network and freeze everything it does not own."""
+        ownership.activate(task, weight_sharing)
         self.guard = guard_for(
-            strategy.model,
-            strategy.ownership,
-            owner=task,
-            shared_trainable=task == 0,
-            batchnorm_trainable=strategy.bn_per_task or task == 0,
+            model, ownership, owner=task, shared_trainable=task == 0, batchnorm_trainable=batchnorm_trainable
         )
 
     def after_backward(self, strategy: "MIND", **kwargs) -> None:
-        self.guard.zero_frozen_grads()
+        if self.guard is not None:
+            self.guard.zero_frozen_grads()
 
     def after_update(self, strategy: "MIND", **kwargs) -> None:
-        self.guard.restore()
+        if self.guard is not None:
+            self.guard.restore()
 
     def after_training_exp(self, strategy: "MIND", **kwargs) -> None:
         self.guard = None

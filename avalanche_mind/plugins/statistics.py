@@ -7,23 +7,27 @@ Only sums of score pairs are kept, never an image: the method stays exemplar-fre
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import List
 
+import torch
 from avalanche.core import SupervisedPlugin
+from torch import Tensor, nn
 
 from avalanche_mind.inference import SubnetworkBank
+from avalanche_mind.ownership import OwnershipMap
+from avalanche_mind.state import MINDState
 from avalanche_mind.task_id import gather_statistics
-
-if TYPE_CHECKING:
-    from avalanche_mind.strategy import MIND
 
 
 class ScoreStatisticsPlugin(SupervisedPlugin):
-    """Updates ``strategy.state.score_statistics`` after each training experience."""
+    """Updates ``state.score_statistics`` once an experience is trained and its BatchNorm snapshot stored."""
 
-    def after_training_exp(self, strategy: "MIND", **kwargs) -> None:
-        state, task = strategy.state, strategy.current_task
-        bank = SubnetworkBank(strategy.model, strategy.ownership, state.bn_snapshots, state.n_tasks, strategy.weight_sharing)
-        slices = [strategy.output_slice(t) for t in range(state.n_tasks)]
-        gather_statistics(state.score_statistics, strategy.model, bank.features_and_logits, slices, task,
-                          strategy.experience.dataset.eval(), strategy.eval_mb_size, strategy.device)
+    @staticmethod
+    def gather(
+        model: nn.Module, ownership: OwnershipMap, state: MINDState, weight_sharing: bool,
+        slices: List[Tensor], dataset, batch_size: int, device: torch.device,
+    ) -> None:
+        """Pass the last trained task's ``dataset`` through every sub-network; add its scores to ``state``."""
+        bank = SubnetworkBank(model, ownership, state.bn_snapshots, state.n_tasks, weight_sharing)
+        gather_statistics(state.score_statistics, model, bank.features_and_logits, slices, state.n_tasks - 1,
+                          dataset, batch_size, device)

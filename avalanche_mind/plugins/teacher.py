@@ -47,7 +47,7 @@ class IndexedDataset(torch.utils.data.Dataset):
 
 
 class TeacherPlugin(SupervisedPlugin):
-    """Trains the teacher of each experience before allocation and distillation."""
+    """The teacher phase: MIND calls :meth:`train` first for each experience, :meth:`logits` per minibatch."""
 
     def __init__(
         self,
@@ -68,8 +68,8 @@ class TeacherPlugin(SupervisedPlugin):
         self.losses: List[float] = []  # mean loss per teacher epoch, for loggers
 
     # ------------------------------------------------------------------ phase
-    def before_training_exp(self, strategy: "MIND", **kwargs) -> None:
-        slice_ = strategy.output_slice(strategy.current_task)
+    def train(self, strategy: "MIND", slice_: Tensor) -> None:
+        """Learn the current experience alone on its output slice ``slice_``, from the strategy's data loader."""
         if self.self_distillation:
             self._train_in_place(strategy, slice_)
         else:
@@ -79,10 +79,13 @@ class TeacherPlugin(SupervisedPlugin):
             self.teacher.eval().requires_grad_(False)
             self.teacher.zero_grad(set_to_none=True)
 
-    def after_training_exp(self, strategy: "MIND", **kwargs) -> None:
-        # Free the teacher's memory as soon as its experience is learned.
+    def release(self) -> None:
+        """Free the teacher's memory once its experience is learned (or abandoned)."""
         self.teacher = None
         self.recorded_logits = None
+
+    def after_training_exp(self, strategy: "MIND", **kwargs) -> None:
+        self.release()
 
     def _fresh_teacher(self, strategy: "MIND") -> nn.Module:
         teacher = copy.deepcopy(strategy.model)
@@ -152,9 +155,8 @@ class TeacherPlugin(SupervisedPlugin):
 
     # ---------------------------------------------------------- distillation
     @torch.no_grad()
-    def logits(self, strategy: "MIND") -> Tensor:
-        """Teacher logits on the output slice for the current minibatch."""
+    def logits(self, x: Tensor, index: Tensor, slice_: Tensor) -> Tensor:
+        """Teacher logits on ``slice_`` for the minibatch ``x`` (``index``: its samples' dataset indices)."""
         if self.self_distillation:
-            index = strategy.mbatch[2].to(self.recorded_logits.device)
-            return self.recorded_logits[index]
-        return self.teacher(strategy.mb_x)[:, strategy.output_slice(strategy.current_task)]
+            return self.recorded_logits[index.to(self.recorded_logits.device)]
+        return self.teacher(x)[:, slice_]
