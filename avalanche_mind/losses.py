@@ -1,4 +1,4 @@
-"""Distillation losses between the teacher's and the student's output slices.
+"""Distillation losses between the teacher's and the student's output slices, and the rejection loss.
 
 All compare the two softmax distributions (the spec's Jensen-Shannon default and
 its ablations), averaged over the minibatch.
@@ -9,7 +9,10 @@ from typing import Callable, Dict
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+from avalanche_mind.plugins.batchnorm import frozen_running_statistics
+from avalanche_mind.task_id import rotations, uniform_target_loss
 
 DistillLoss = Callable[[Tensor, Tensor], Tensor]
 
@@ -52,3 +55,15 @@ DISTILL_LOSSES: Dict[str, DistillLoss] = {
     "cosine": cosine_distance,
     "l2": l2_distance,
 }
+
+
+def rotation_rejection_loss(network: nn.Module, x: Tensor, slice_: Tensor) -> Tensor:
+    """Cross-entropy to uniform of ``network``'s output slice on ``x`` rotated by 90/180/270 degrees.
+
+    Train-time rejection (``rejection="rotation"``): rotated inputs stand in for
+    other tasks' inputs. BatchNorm's running statistics are not updated by this
+    pass, so the snapshot describes the task's own inputs only.
+    """
+    with frozen_running_statistics(network):
+        logits = network(rotations(x))[:, slice_]
+    return uniform_target_loss(logits)

@@ -179,3 +179,29 @@ class OwnershipMap:
         for layer in self.layers.values():
             free = torch.nonzero(layer.owner.view(-1) == FREE).view(-1)
             he_normal_(layer.weight, free, generator)
+
+
+def forward_from_classifier(network: nn.Module, x: Tensor, classifier_name: Optional[str]) -> Tensor:
+    """``network(x)``, checking that the output is the output of the layer MIND splits as the classifier.
+
+    MIND takes the last ``nn.Linear`` registered in the model as the classifier
+    (its rows are the output slices); a model registering another Linear after
+    its output layer would otherwise be split along the wrong layer, silently.
+    """
+    module = dict(network.named_modules()).get(classifier_name) if classifier_name is not None else None
+    if module is None:
+        return network(x)
+    captured: List[Tensor] = []
+    handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    try:
+        out = network(x)
+    finally:
+        handle.remove()
+    if not captured or captured[-1].shape != out.shape or not torch.equal(captured[-1], out):
+        raise ValueError(
+            f"MIND takes the last nn.Linear registered in the model, {classifier_name!r} "
+            f"({module.in_features} -> {module.out_features}), as its classifier, but the model's "
+            f"output (shape {list(out.shape)}) does not come from that layer. Register the output layer "
+            "last in the model's __init__ (MIND splits the classifier's rows between experiences)."
+        )
+    return out

@@ -5,13 +5,22 @@ The ownership map lives in the gated layers' ``owner`` buffers (so in
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import Tensor
 
 from avalanche_mind.task_id import ScoreStatistics
+
+
+def experience_classes(experience) -> List[int]:
+    """Sorted class ids of an experience, from its classes timeline or its targets."""
+    classes = getattr(experience, "classes_in_this_experience", None)
+    if classes is None:
+        classes = experience.dataset.targets.uniques
+    return sorted(int(c) for c in classes)
 
 
 @dataclass
@@ -30,6 +39,38 @@ class MINDState:
     @property
     def n_tasks(self) -> int:
         return len(self.slices)
+
+    def register(self, experience, *, n_experiences: int, n_outputs: Optional[int]) -> None:
+        """Record ``experience`` as the next task, refusing one that cannot be trained (and saying why)."""
+        if self.n_tasks >= n_experiences:
+            raise ValueError(
+                f"MIND was built with n_experiences={n_experiences} and has trained "
+                f"{self.n_tasks} experiences: no capacity is left for another. Build MIND "
+                "with n_experiences equal to the stream length, or with capacity=<fraction> and "
+                "n_experiences a generous upper bound (e.g. capacity=0.1, n_experiences=100)."
+            )
+        if len(experience.dataset) == 0:
+            raise ValueError(
+                f"experience {experience.current_experience} has no samples: there is nothing to "
+                "train on; leave it out of the stream"
+            )
+        classes = experience_classes(experience)
+        if n_outputs is not None and classes and classes[-1] >= n_outputs:
+            raise ValueError(
+                f"experience {experience.current_experience} has class {classes[-1]}, but the "
+                f"model's classifier has only {n_outputs} outputs; build the model with "
+                f"num_classes >= {classes[-1] + 1} (the benchmark's total number of classes)."
+            )
+        if len(classes) == 1 and n_experiences > 1:
+            warnings.warn(
+                f"experience {experience.current_experience} has a single class ({classes[0]}): its "
+                "sub-network answers every input with full confidence, so the task-agnostic (TAg) choice "
+                "will favour it; task-aware (TAw) accuracy is unaffected. Give each experience two "
+                "classes or more for TAg.",
+                stacklevel=2,
+            )
+        self.slices.append(classes)
+        self.experience_ids.append(int(experience.current_experience))
 
     def task_of_experience(self, experience_id: int) -> int:
         """MIND's task id for a stream experience id, or -1 if it was never trained."""

@@ -36,29 +36,21 @@ from avalanche_mind.config import MINDConfig
 from avalanche_mind.errors import TrainingDivergedError
 from avalanche_mind.inference import Prediction, SubnetworkBank, predict
 from avalanche_mind.layers import ensure_gated
-from avalanche_mind.losses import DISTILL_LOSSES
+from avalanche_mind.losses import DISTILL_LOSSES, rotation_rejection_loss
 from avalanche_mind.metrics import default_mind_evaluator
-from avalanche_mind.ownership import Capacity, OwnershipMap
+from avalanche_mind.ownership import Capacity, OwnershipMap, forward_from_classifier
 from avalanche_mind.plugins.allocation import AllocationPlugin
-from avalanche_mind.plugins.batchnorm import BatchNormPlugin, frozen_running_statistics
+from avalanche_mind.plugins.batchnorm import BatchNormPlugin
 from avalanche_mind.plugins.gating import GatingPlugin
 from avalanche_mind.plugins.statistics import ScoreStatisticsPlugin
 from avalanche_mind.plugins.teacher import IndexedDataset, OptimizerFactory, TeacherPlugin
 from avalanche_mind.progress import DistillationProgressPlugin
 from avalanche_mind.settings import PAPER_SETTINGS  # noqa: F401 (re-exported)
-from avalanche_mind.state import MINDState
+from avalanche_mind.state import MINDState, experience_classes  # noqa: F401 (re-exported)
 from avalanche_mind.strategy_state import load_strategy_state, roll_back, rollback_point, strategy_state
-from avalanche_mind.task_id import STATISTICS_RULES, check_rule, rotations, uniform_target_loss
+from avalanche_mind.task_id import STATISTICS_RULES, check_rule
 
 _D = MINDConfig  # the defaults below are MINDConfig's, written once there
-
-
-def experience_classes(experience) -> List[int]:
-    """Sorted class ids of an experience, from its classes timeline or its targets."""
-    classes = getattr(experience, "classes_in_this_experience", None)
-    if classes is None:
-        classes = experience.dataset.targets.uniques
-    return sorted(int(c) for c in classes)
 
 
 class MIND(SupervisedTemplate):
@@ -265,16 +257,10 @@ class MIND(SupervisedTemplate):
         return self.config.new_weights == "zero" and self.config.weight_sharing and self.current_task > 0
 
     def rejection_loss(self, network: nn.Module, x: Tensor, slice_: Tensor) -> Tensor:
-        """``rejection_weight`` x cross-entropy to uniform of ``network`` on rotated ``x`` (0 if off).
-
-        BatchNorm's running statistics are not updated by the rotated pass, so the
-        snapshot describes the task's own inputs only.
-        """
+        """The train-time rejection term of ``network`` on ``x`` (0 when ``rejection`` is off)."""
         if self.config.rejection is None or self.config.rejection_weight == 0:
             return x.new_zeros(())
-        with frozen_running_statistics(network):
-            logits = network(rotations(x))[:, slice_]
-        return self.config.rejection_weight * uniform_target_loss(logits)
+        return self.config.rejection_weight * rotation_rejection_loss(network, x, slice_)
 
     @property
     def n_outputs(self) -> Optional[int]:
@@ -297,41 +283,10 @@ class MIND(SupervisedTemplate):
             self._position_cache[task] = lookup
         return self._position_cache[task]
 
-    def _register_experience(self) -> None:
-        if self.state.n_tasks >= self.n_experiences:
-            raise ValueError(
-                f"MIND was built with n_experiences={self.n_experiences} and has trained "
-                f"{self.state.n_tasks} experiences: no capacity is left for another. Build MIND "
-                "with n_experiences equal to the stream length, or with capacity=<fraction> and "
-                "n_experiences a generous upper bound (e.g. capacity=0.1, n_experiences=100)."
-            )
-        if len(self.experience.dataset) == 0:
-            raise ValueError(
-                f"experience {self.experience.current_experience} has no samples: there is nothing to "
-                "train on; leave it out of the stream"
-            )
-        classes = experience_classes(self.experience)
-        if self.n_outputs is not None and classes and classes[-1] >= self.n_outputs:
-            raise ValueError(
-                f"experience {self.experience.current_experience} has class {classes[-1]}, but the "
-                f"model's classifier has only {self.n_outputs} outputs; build the model with "
-                f"num_classes >= {classes[-1] + 1} (the benchmark's total number of classes)."
-            )
-        if len(classes) == 1 and self.n_experiences > 1:
-            warnings.warn(
-                f"experience {self.experience.current_experience} has a single class ({classes[0]}): its "
-                "sub-network answers every input with full confidence, so the task-agnostic (TAg) choice "
-                "will favour it; task-aware (TAw) accuracy is unaffected. Give each experience two "
-                "classes or more for TAg.",
-                stacklevel=2,
-            )
-        self.state.slices.append(classes)
-        self.state.experience_ids.append(int(self.experience.current_experience))
-
     # ----------------------------------------------------------- procedure
     def _before_training_exp(self, **kwargs) -> None:
         self._pending = rollback_point(self)
-        self._register_experience()
+        self.state.register(self.experience, n_experiences=self.n_experiences, n_outputs=self.n_outputs)
         super()._before_training_exp(**kwargs)  # data loader, optimiser, MIND's steps, then plugins
 
     def check_model_and_optimizer(self, **kwargs) -> None:
@@ -380,7 +335,7 @@ class MIND(SupervisedTemplate):
         self._finite_loss = finite if self._finite_loss is None else self._finite_loss & finite
         return loss
 
-    # ------------------------------------------------------------ rollback
+    # ------------------------------------------------------------ training
     def train(self, experiences, eval_streams=None, **kwargs):
         """Avalanche's ``train``; an experience whose training fails (an error, Ctrl-C) is undone.
 
@@ -399,22 +354,12 @@ class MIND(SupervisedTemplate):
     ) -> None:
         """As Avalanche's, but in self-distillation each item carries its index (recorded teacher logits)."""
         if not self.config.self_distillation:
-            return super().make_train_dataloader(
-                num_workers=num_workers,
-                shuffle=shuffle,
-                pin_memory=pin_memory,
-                persistent_workers=persistent_workers,
-                drop_last=drop_last,
-                **kwargs,
-            )
+            return super().make_train_dataloader(num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
+                                                 persistent_workers=persistent_workers, drop_last=drop_last, **kwargs)
         self.dataloader = DataLoader(
-            IndexedDataset(self.adapted_dataset),
-            batch_size=self.train_mb_size,
-            shuffle=shuffle,
-            num_workers=num_workers,
-            pin_memory=bool(pin_memory),
-            persistent_workers=persistent_workers and num_workers > 0,
-            drop_last=drop_last,
+            IndexedDataset(self.adapted_dataset), batch_size=self.train_mb_size, shuffle=shuffle,
+            num_workers=num_workers, pin_memory=bool(pin_memory),
+            persistent_workers=persistent_workers and num_workers > 0, drop_last=drop_last,
         )
 
     def make_optimizer(self, **kwargs) -> None:
@@ -438,7 +383,6 @@ class MIND(SupervisedTemplate):
             self.scheduler.step()
         super()._after_training_epoch(**kwargs)
 
-
     # ----------------------------------------------------------- inference
     def _before_eval(self, **kwargs) -> None:
         # Masked weights and BatchNorm state per sub-network: built once per eval.
@@ -459,40 +403,17 @@ class MIND(SupervisedTemplate):
         super()._before_eval_exp(**kwargs)
 
     def checked_forward(self, network: nn.Module, x: Tensor) -> Tensor:
-        """``network(x)``, checking (once per strategy) that its output is the classifier's.
-
-        MIND takes the last ``nn.Linear`` registered in the model as the classifier
-        (its rows are the output slices); a model registering another Linear after
-        its output layer would otherwise be split along the wrong layer, silently.
-        """
+        """``network(x)``, checking once per strategy that the output comes from the classifier."""
         if self._classifier_checked:
             return network(x)
-        name = self.ownership.classifier_name
-        module = dict(network.named_modules()).get(name) if name is not None else None
-        if module is None:
-            return network(x)
-        captured: List[Tensor] = []
-        handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out))
-        try:
-            out = network(x)
-        finally:
-            handle.remove()
-        if not captured or captured[-1].shape != out.shape or not torch.equal(captured[-1], out):
-            raise ValueError(
-                f"MIND takes the last nn.Linear registered in the model, {name!r} "
-                f"({module.in_features} -> {module.out_features}), as its classifier, but the model's "
-                f"output (shape {list(out.shape)}) does not come from that layer. Register the output layer "
-                "last in the model's __init__ (MIND splits the classifier's rows between experiences)."
-            )
+        out = forward_from_classifier(network, x, self.ownership.classifier_name)
         self._classifier_checked = True
         return out
 
     def forward(self) -> Tensor:
         if self.is_training or self._bank is None:
             self.last_prediction = None
-            if not self._classifier_checked:
-                return self.checked_forward(self.model, self.mb_x)
-            return self.model(self.mb_x)
+            return self.checked_forward(self.model, self.mb_x)
         slices = [self.output_slice(t) for t in range(len(self._bank))]
         rule = self.task_inference
         if rule in STATISTICS_RULES and not self.state.score_statistics.complete(len(slices)):
