@@ -8,11 +8,11 @@ them, all giving the same logits (up to float rounding):
 - ``"module"``: the model itself through ``torch.func.functional_call``, with the
   task's tensors swapped in (works for any model).
 - ``"graph"``: the model's forward traced once with ``torch.fx`` and rewritten
-  into a pure function of the input and the task's tensors: each BatchNorm that
-  follows a convolution is folded into that convolution's (masked) weight and a
-  bias (eval-mode BatchNorm is a per-channel affine map), and on CPU the
-  convolutions run in channels-last layout. One pass per task, cheaper than a
-  plain forward pass of the dense network.
+  (:mod:`avalanche_mind.tracing`) into a pure function of the input and the
+  task's tensors: each BatchNorm that follows a convolution is folded into that
+  convolution's (masked) weight and a bias (eval-mode BatchNorm is a per-channel
+  affine map), and on CPU the convolutions run in channels-last layout. One pass
+  per task, cheaper than a plain forward pass of the dense network.
 - ``"batched"``: the traced function vectorised over tasks with
   ``torch.func.vmap`` (stacked weights: grouped convolutions), in chunks of
   ``tasks_per_pass`` tasks. It only pays off where a pass is dominated by
@@ -25,7 +25,6 @@ them, all giving the same logits (up to float rounding):
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from avalanche_mind.layers import GatedConv2d, GatedLinear
+from avalanche_mind.layers import batchnorm_modules
 from avalanche_mind.ownership import OwnershipMap
 from avalanche_mind.task_id import (  # noqa: F401 (TASK_INFERENCE_RULES re-exported)
     STATISTICS_RULES,
@@ -42,247 +41,12 @@ from avalanche_mind.task_id import (  # noqa: F401 (TASK_INFERENCE_RULES re-expo
     ScoreStatistics,
     choose_task,
 )
+from avalanche_mind.tracing import BN_KEYS, Slot, Untraceable, trace_for_tasks
 
 BANK_MODES = ("auto", "module", "graph", "batched")
 
 LOG_EPS = math.log(1e-8)
 """Log-probability given, in the full-width TAg output, to classes outside the chosen slice."""
-
-_BN_KEYS = ("running_mean", "running_var", "weight", "bias")
-_CONV_FUNCTIONS = {torch.conv2d, F.conv2d}
-_MUL_FUNCTIONS = {operator.mul, torch.mul}
-
-
-def _relu_in_place(x: Tensor) -> Tensor:
-    """ReLU into ``x``'s own memory (``x`` is a fresh intermediate used only here)."""
-    return torch.relu_(x)
-
-
-def _add_in_place(x: Tensor, other) -> Tensor:
-    """``x + other`` into ``x``'s memory when the sum has ``x``'s shape and dtype."""
-    if isinstance(other, Tensor) and other.shape == x.shape and other.dtype == x.dtype:
-        return x.add_(other)
-    return x + other
-
-
-# Intermediates that own their memory: an in-place op on one of them, when it has
-# no other user, changes nothing else (saves allocating and touching a new tensor).
-_FRESH_FUNCTIONS = {
-    torch.conv2d, F.conv2d, F.batch_norm, F.linear, torch._C._nn.linear, operator.add, torch.add,
-    _relu_in_place, _add_in_place,
-}
-_RELU_FUNCTIONS = {F.relu, torch.relu}
-
-
-def _reuse_memory(module: "torch.fx.GraphModule") -> None:
-    """Rewrite ReLUs and additions whose input is a fresh single-use tensor as in-place ops."""
-    graph = module.graph
-    for node in list(graph.nodes):
-        if not node.args or not isinstance(node.args[0], torch.fx.Node):
-            continue
-        source = node.args[0]
-        fresh = (
-            source.op == "call_function"
-            and source.target in _FRESH_FUNCTIONS
-            and "out" not in source.kwargs
-            and len(source.users) == 1
-        )
-        if not fresh:
-            continue
-        is_relu = (node.op == "call_function" and node.target in _RELU_FUNCTIONS and len(node.args) == 1) or (
-            node.op == "call_module" and type(module.get_submodule(node.target)) is nn.ReLU
-        )
-        if is_relu:
-            with graph.inserting_after(node):
-                replacement = graph.call_function(_relu_in_place, (source,))
-        elif node.op == "call_function" and node.target in (operator.add, torch.add) and len(node.args) == 2 and not node.kwargs:
-            with graph.inserting_after(node):
-                replacement = graph.call_function(_add_in_place, (source, node.args[1]))
-        else:
-            continue
-        node.replace_all_uses_with(replacement)
-        graph.erase_node(node)
-
-
-class _Untraceable(Exception):
-    """The model's forward cannot be rewritten safely: use the module path."""
-
-
-# A slot is one per-task tensor input of the traced function:
-#   ("weight", layer)              the layer's masked weight
-#   ("folded_weight", layer, bn)   masked weight scaled by the BatchNorm's gamma / std
-#   ("folded_bias", layer, bn)     the BatchNorm's beta - mean * gamma / std (+ the layer's bias, scaled)
-#   ("bn", bn, key)                a BatchNorm tensor (key in _BN_KEYS)
-Slot = Tuple[str, ...]
-
-
-def _module_and_attr(target: str) -> Tuple[str, str]:
-    module, _, attr = target.rpartition(".")
-    return module, attr
-
-
-def _trace_for_tasks(
-    model: nn.Module, gated: Dict[str, nn.Module], fold_batchnorm: bool, features_of: Optional[str] = None
-):
-    """Trace ``model`` and rewrite it as ``f(x, *slots)``; return (GraphModule, slots).
-
-    ``features_of``: the name of the classifier layer; ``f`` then returns
-    ``(the classifier's input, logits)`` (penultimate features, for task identification).
-
-    Raises :class:`_Untraceable` when the forward reads a gated weight, a mask or a
-    BatchNorm module in a way this rewrite does not know, so no task could end up
-    using another task's tensors by mistake.
-    """
-    batchnorms = {n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
-    was_training = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        traced = torch.fx.symbolic_trace(model)
-    except Exception as error:  # any tracing failure means "use the module path"
-        raise _Untraceable(str(error)) from error
-    finally:
-        for module, mode in was_training.items():
-            module.training = mode
-
-    graph = traced.graph
-    nodes = list(graph.nodes)
-    placeholders = [n for n in nodes if n.op == "placeholder"]
-    if len(placeholders) != 1:
-        raise _Untraceable("forward takes more than one input")
-
-    # 1. Find ``weight * mask`` of each gated layer.
-    masked: Dict[torch.fx.Node, str] = {}  # the mul node -> gated layer name
-    for node in nodes:
-        if node.op == "call_module":
-            if node.target in batchnorms:
-                continue
-            module = traced.get_submodule(node.target)
-            if any(isinstance(m, (GatedConv2d, GatedLinear, nn.modules.batchnorm._BatchNorm)) for m in module.modules()):
-                raise _Untraceable(f"module {node.target} hides a gated layer or BatchNorm")
-        if node.op == "get_attr":
-            module_name, attr = _module_and_attr(node.target)
-            if module_name in batchnorms:
-                raise _Untraceable(f"{node.target} is read outside its BatchNorm module")
-            if module_name in gated and attr in ("weight", "mask"):
-                users = list(node.users)
-                if len(users) != 1 or users[0].op != "call_function" or users[0].target not in _MUL_FUNCTIONS:
-                    raise _Untraceable(f"{node.target} is used other than as weight * mask")
-                mul = users[0]
-                names = {
-                    _module_and_attr(a.target) for a in mul.args if isinstance(a, torch.fx.Node) and a.op == "get_attr"
-                }
-                if names != {(module_name, "weight"), (module_name, "mask")} or len(mul.args) != 2 or mul.kwargs:
-                    raise _Untraceable(f"unexpected use of {node.target}")
-                masked[mul] = module_name
-    if sorted(set(masked.values())) != sorted(gated):
-        raise _Untraceable("some gated layer is not reached by the traced forward")
-    if len(masked) != len(gated):
-        raise _Untraceable("a gated layer is used more than once")
-
-    # 2. Decide which BatchNorms fold into the convolution before them.
-    folded: Dict[torch.fx.Node, Tuple[torch.fx.Node, str]] = {}  # bn node -> (conv node, layer)
-    bn_calls = [n for n in nodes if n.op == "call_module" and n.target in batchnorms]
-    if len({n.target for n in bn_calls}) != len(bn_calls):
-        raise _Untraceable("a BatchNorm module is used more than once")
-    for bn_node in bn_calls:
-        module = batchnorms[bn_node.target]
-        if not module.track_running_stats or module.running_mean is None:
-            raise _Untraceable(f"BatchNorm {bn_node.target} has no running statistics")
-        if len(bn_node.args) != 1 or bn_node.kwargs:
-            raise _Untraceable(f"unexpected call of BatchNorm {bn_node.target}")
-        if not fold_batchnorm:
-            continue
-        conv = bn_node.args[0]
-        if not (
-            isinstance(conv, torch.fx.Node)
-            and conv.op == "call_function"
-            and conv.target in _CONV_FUNCTIONS
-            and len(conv.users) == 1
-            and not conv.kwargs
-            and len(conv.args) >= 2
-            and conv.args[1] in masked
-            and len(conv.args[1].users) == 1
-        ):
-            continue
-        folded[bn_node] = (conv, masked[conv.args[1]])
-
-    # 3. Rewrite into a new graph whose inputs are x and the slots.
-    slots: List[Slot] = []
-    new = torch.fx.Graph()
-    env: Dict[torch.fx.Node, torch.fx.Node] = {}
-
-    def slot(key: Slot) -> torch.fx.Node:
-        return slot_nodes[key]
-
-    # Every slot is known before any node is copied, so placeholders come first.
-    fold_of_layer = {layer: bn.target for bn, (_, layer) in folded.items()}
-    for mul, layer in masked.items():
-        if layer in fold_of_layer:
-            slots += [("folded_weight", layer, fold_of_layer[layer]), ("folded_bias", layer, fold_of_layer[layer])]
-        else:
-            slots.append(("weight", layer))
-    for bn_node in bn_calls:
-        if bn_node not in folded:
-            module = batchnorms[bn_node.target]
-            for key in _BN_KEYS:
-                if key in ("weight", "bias") and getattr(module, key) is None:
-                    continue
-                slots.append(("bn", bn_node.target, key))
-    env[placeholders[0]] = new.placeholder(placeholders[0].name)
-    slot_nodes: Dict[Slot, torch.fx.Node] = {key: new.placeholder(f"slot_{i}") for i, key in enumerate(slots)}
-
-    conv_bias_of = {conv: (layer, bn.target) for bn, (conv, layer) in folded.items()}
-    for node in nodes:
-        if node.op == "placeholder":
-            continue
-        if node.op == "get_attr":
-            module_name, attr = _module_and_attr(node.target)
-            if module_name in gated and attr in ("weight", "mask"):
-                continue  # replaced by the slots
-        if node in masked:
-            layer = masked[node]
-            if layer in fold_of_layer:
-                env[node] = slot(("folded_weight", layer, fold_of_layer[layer]))
-            else:
-                env[node] = slot(("weight", layer))
-            continue
-        if node in folded:
-            env[node] = env[folded[node][0]]
-            continue
-        if node.op == "call_module" and node.target in batchnorms:
-            module = batchnorms[node.target]
-            w = slot(("bn", node.target, "weight")) if module.weight is not None else None
-            b = slot(("bn", node.target, "bias")) if module.bias is not None else None
-            env[node] = new.call_function(
-                F.batch_norm,
-                (env[node.args[0]], slot(("bn", node.target, "running_mean")), slot(("bn", node.target, "running_var")), w, b),
-                {"training": False, "momentum": 0.0, "eps": module.eps},
-            )
-            continue
-        if node in conv_bias_of:
-            layer, bn = conv_bias_of[node]
-            args = list(torch.fx.map_arg(node.args, lambda n: env[n]))
-            while len(args) < 3:
-                args.append(None)
-            # The layer's own bias (shared, not owned) is folded into the slot too.
-            args[2] = slot(("folded_bias", layer, bn))
-            env[node] = new.call_function(node.target, tuple(args), {})
-            continue
-        env[node] = new.node_copy(node, lambda n: env[n])
-    if features_of is not None:
-        muls = [mul for mul, layer in masked.items() if layer == features_of]
-        consumers = list(muls[0].users) if muls else []
-        if len(consumers) != 1 or not consumers[0].args or not isinstance(consumers[0].args[0], torch.fx.Node):
-            raise _Untraceable(f"the input of classifier {features_of} is not found")
-        output = next(n for n in new.nodes if n.op == "output")
-        output.args = ((env[consumers[0].args[0]], output.args[0]),)
-    new.lint()
-    module = torch.fx.GraphModule(traced, new)
-    module.graph.eliminate_dead_code()
-    _reuse_memory(module)
-    module.graph.lint()
-    module.recompile()
-    return module, slots
 
 
 def _batchnorm_tensors(
@@ -290,7 +54,7 @@ def _batchnorm_tensors(
 ) -> Dict[str, Optional[Tensor]]:
     module = model_bns[name]
     out: Dict[str, Optional[Tensor]] = {}
-    for key in _BN_KEYS:
+    for key in BN_KEYS:
         value = snapshot.get(f"{name}.{key}") if snapshot is not None else None
         if value is None:
             live = getattr(module, key)
@@ -341,9 +105,9 @@ class SubnetworkBank:
         self.mode = "module"
         if mode != "module":
             try:
-                self._fn, self._slots = _trace_for_tasks(model, dict(ownership.layers), fold_batchnorm)
+                self._fn, self._slots = trace_for_tasks(model, dict(ownership.layers), fold_batchnorm)
                 self.mode = "batched" if mode == "batched" else "graph"
-            except _Untraceable:
+            except Untraceable:
                 self._fn = None
         device = next(iter(ownership.layers.values())).weight.device
         self.channels_last = (device.type == "cpu") if channels_last is None else bool(channels_last)
@@ -354,7 +118,7 @@ class SubnetworkBank:
         with torch.no_grad():
             self.tasks: List[Dict[str, Tensor]] = []
             self._task_inputs: List[List[Tensor]] = []
-            bns = {n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+            bns = dict(batchnorm_modules(model))
             for task in range(n_tasks):
                 masked = {
                     name: layer.weight.detach() * ownership.subnetwork_mask(layer, task, weight_sharing)
@@ -445,10 +209,10 @@ class SubnetworkBank:
         """Sub-network ``task``'s penultimate features (its classifier's input) and logits."""
         if self._features_fn is None and self.mode == "graph":
             try:
-                self._features_fn, _ = _trace_for_tasks(
+                self._features_fn, _ = trace_for_tasks(
                     self.model, dict(self.ownership.layers), self.fold_batchnorm, self.ownership.classifier_name
                 )
-            except _Untraceable:
+            except Untraceable:
                 self._features_fn = False
         if self.mode == "graph" and self._features_fn:
             return self._features_fn(self._prepare(x), *self._task_inputs[task])

@@ -16,9 +16,11 @@ from torch import Tensor, nn
 
 from avalanche_mind import gate_model, small_cnn
 from avalanche_mind.inference import SubnetworkBank, predict
+from avalanche_mind.layers import batchnorm_modules, gated_layers
 from avalanche_mind.models.gresnet import ResNet
 from avalanche_mind.ownership import OwnershipMap
-from avalanche_mind.plugins.batchnorm import batchnorm_modules, batchnorm_state, load_batchnorm_state
+from avalanche_mind.plugins.batchnorm import batchnorm_state, load_batchnorm_state
+from avalanche_mind.tracing import Untraceable, trace_for_tasks
 
 N_CLASSES = 8
 N_TASKS = 4
@@ -67,6 +69,31 @@ class DataDependent(nn.Module):
             out = F.relu(out)
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
+
+class ConvBnHead(nn.Module):
+    """conv -> BatchNorm -> pooled linear head, wired by ``forward_fn`` (a forward the rewrite must vet)."""
+
+    def __init__(self, forward_fn, track_running_stats: bool = True) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4, track_running_stats=track_running_stats)
+        self.fc = nn.Linear(4, N_CLASSES, bias=False)
+        self.forward_fn = forward_fn
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_fn(self, x)
+
+    def head(self, out: Tensor) -> Tensor:
+        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+#: Forwards the graph rewrite cannot prove task-safe, with the reason it gives.
+REFUSED_FORWARDS = {
+    "a BatchNorm module is used more than once": lambda m, x: m.head(m.bn(m.bn(m.conv(x)))),
+    r"conv.weight is used other than as weight \* mask": lambda m, x: m.head(m.bn(m.conv(x))) + m.conv.weight.sum(),
+    "bn.weight is read outside its BatchNorm module": lambda m, x: m.head(m.bn(m.conv(x)) * m.bn.weight.view(1, -1, 1, 1)),
+    "unexpected call of BatchNorm bn": lambda m, x: m.head(m.bn(input=m.conv(x))),
+}
 
 def with_tasks(model: nn.Module, n_tasks: int = N_TASKS, n_snapshots: Optional[int] = None):
     """Allocate ``n_tasks`` class-incremental tasks, each with its own random BatchNorm snapshot."""
@@ -181,6 +208,22 @@ def test_untraceable_forward_falls_back_to_module():
     x = torch.randn(5, 3, 8, 8)
     check_all_modes(model, ownership, snapshots, slices, x, modes=("auto", "graph", "batched"), expect_mode="module")
 
+
+
+@pytest.mark.parametrize("reason", list(REFUSED_FORWARDS))
+def test_graph_rewrite_refuses_forwards_it_cannot_vet(reason):
+    """A forward that reads a gated weight or a BatchNorm in an unknown way is refused, so the bank runs modules."""
+    model = gate_model(ConvBnHead(REFUSED_FORWARDS[reason]))
+    with pytest.raises(Untraceable, match=reason):
+        trace_for_tasks(model, dict(gated_layers(model)), fold_batchnorm=True)
+    model, ownership, snapshots, _ = with_tasks(model)
+    assert SubnetworkBank(model, ownership, snapshots, N_TASKS, True, mode="graph").mode == "module"
+
+
+def test_graph_rewrite_refuses_batchnorm_without_running_statistics():
+    model = gate_model(ConvBnHead(lambda m, x: m.head(m.bn(m.conv(x))), track_running_stats=False))
+    with pytest.raises(Untraceable, match="BatchNorm bn has no running statistics"):
+        trace_for_tasks(model, dict(gated_layers(model)), fold_batchnorm=False)
 
 def test_task_without_snapshot_uses_live_batchnorm():
     """Periodic eval while the last task trains: it has no snapshot yet, the live BatchNorm is used."""
