@@ -1,0 +1,188 @@
+"""Writing and running the two artefact formats: ONNX (through ONNX Runtime) and TorchScript.
+
+Kept apart from the graph building so that each format's quirks (which exporter,
+how metadata is stored, how a file is run back) sit in one place, and so that
+``onnx``/``onnxruntime`` are imported only when an ONNX file is asked for: they are
+an optional extra (``pip install -e '.[export]'``).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import warnings
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from avalanche_mind.export_graph import ExportError
+
+FORMATS = ("onnx", "torchscript")
+EXPORTERS = ("dynamo", "legacy")
+"""ONNX exporters of torch: ``torch.export``-based (needs onnxscript, opset >= 18) and the
+TorchScript-based one torch deprecates (``dynamo=False``)."""
+DEFAULT_OPSET = 18
+METADATA_KEY = "avalanche_mind"
+TORCHSCRIPT_METADATA = "avalanche_mind.json"
+INSTALL_HINT = "pip install -e '.[export]'  (or: pip install onnx onnxruntime onnxscript)"
+
+
+def require_onnx(exporter: Optional[str]) -> str:
+    """The exporter to use; ExportError naming the install command when a package is missing."""
+    missing = [name for name in ("onnx", "onnxruntime") if not _importable(name)]
+    if exporter not in (None, *EXPORTERS):
+        raise ExportError(f"unknown ONNX exporter {exporter!r}; use one of {list(EXPORTERS)}")
+    if exporter is None:
+        exporter = "dynamo" if _importable("onnxscript") else "legacy"
+    if exporter == "dynamo" and not _importable("onnxscript"):
+        missing.append("onnxscript")
+    if missing:
+        raise ExportError(f"ONNX export needs {', '.join(missing)}, which are not installed: {INSTALL_HINT}")
+    return exporter
+
+
+def _importable(name: str) -> bool:
+    try:
+        __import__(name)
+        return True
+    except ImportError:
+        return False
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporters print progress lines and deprecation warnings that say nothing to a user here."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def write_onnx(module: nn.Module, example: Tensor, path: str, output_names: Sequence[str],
+               metadata: Dict[str, object], opset: int, exporter: str) -> None:
+    """``module`` as ONNX at ``path``, batch dimension dynamic, ``metadata`` in the model's properties."""
+    import onnx
+
+    if exporter == "dynamo" and opset < 18:
+        raise ExportError(f"the dynamo ONNX exporter writes opset >= 18, not {opset}; use --opset 18 or "
+                          "--onnx-exporter legacy")
+    with _quiet(), torch.no_grad():
+        if exporter == "dynamo":
+            batch = torch.export.Dim("batch", min=1, max=1 << 20)
+            torch.onnx.export(module, (example,), path, input_names=["input"], output_names=list(output_names),
+                              opset_version=opset, dynamo=True, dynamic_shapes=({0: batch},),
+                              external_data=False, verbose=False, optimize=False)
+        else:
+            axes = {name: {0: "batch"} for name in ["input", *output_names]}
+            torch.onnx.export(module, (example,), path, input_names=["input"], output_names=list(output_names),
+                              opset_version=opset, dynamo=False, dynamic_axes=axes, do_constant_folding=False)
+    model = onnx.load(path)
+    for node in model.graph.node:  # the dynamo exporter keeps a Python stack trace per node: bytes, no use here
+        del node.metadata_props[:]
+        node.doc_string = ""
+    del model.metadata_props[:]
+    for key, value in _flat_metadata(metadata).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, path)
+
+
+def _flat_metadata(metadata: Dict[str, object]) -> Dict[str, str]:
+    """The whole record as JSON under one key, and the headline fields as their own keys."""
+    out = {METADATA_KEY: json.dumps(metadata, sort_keys=True)}
+    for key in ("task", "class_ids", "opset", "torch_version", "task_inference"):
+        if key in metadata:
+            value = metadata[key]
+            out[key] = value if isinstance(value, str) else json.dumps(value)
+    return out
+
+
+def write_torchscript(module: nn.Module, example: Tensor, path: str, metadata: Dict[str, object]) -> None:
+    """``module`` traced (``torch.jit.trace``) and saved with ``metadata`` as an extra file."""
+    with _quiet(), torch.no_grad():
+        traced = torch.jit.trace(module, (example,), check_trace=False)
+        torch.jit.save(traced, path, _extra_files={TORCHSCRIPT_METADATA: json.dumps(metadata, sort_keys=True)})
+
+
+def read_metadata(path: str, fmt: str) -> Dict[str, object]:
+    """The metadata record an artefact was written with."""
+    if fmt == "onnx":
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+        return json.loads(props[METADATA_KEY])
+    extra = {TORCHSCRIPT_METADATA: ""}
+    with _quiet():
+        torch.jit.load(path, map_location="cpu", _extra_files=extra)
+    return json.loads(extra[TORCHSCRIPT_METADATA])
+
+
+def runner(path: str, fmt: str, threads: Optional[int] = None) -> Callable[[Tensor], List[Tensor]]:
+    """A function running the artefact at ``path`` on a CPU batch, returning its outputs as tensors."""
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+        def run_onnx(x: Tensor) -> List[Tensor]:
+            outputs = session.run(None, {"input": np.ascontiguousarray(x.detach().cpu().numpy())})
+            return [torch.from_numpy(np.asarray(o)) for o in outputs]
+
+        return run_onnx
+    with _quiet():
+        loaded = torch.jit.load(path, map_location="cpu").eval()
+
+    def run_torchscript(x: Tensor) -> List[Tensor]:
+        with torch.no_grad():
+            out = loaded(x)
+        return list(out) if isinstance(out, (tuple, list)) else [out]
+
+    return run_torchscript
+
+
+def find_unsupported_layer(body: nn.Module, example: Tensor, fmt: str, exporter: str, opset: int
+                           ) -> Optional[Tuple[str, str, str]]:
+    """After a failed export: the first leaf layer that fails to export on its own (name, type, error)."""
+    captured: Dict[str, Tuple[Tensor, ...]] = {}
+    hooks = []
+    for name, module in body.named_modules():
+        if name and not list(module.children()):
+            hooks.append(module.register_forward_pre_hook(
+                lambda m, args, name=name: captured.setdefault(name, args) and None))
+    try:
+        with torch.no_grad():
+            body(example)
+    except Exception:  # noqa: BLE001 - no forward, no layer to blame
+        return None
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for name, args in captured.items():
+        if not all(isinstance(a, Tensor) for a in args):
+            continue
+        module = body.get_submodule(name)
+        try:
+            with _quiet(), torch.no_grad():
+                if fmt == "onnx":
+                    target = io.BytesIO() if exporter == "legacy" else os.devnull
+                    torch.onnx.export(module, tuple(args), target, opset_version=opset, dynamo=exporter == "dynamo")
+                else:
+                    torch.jit.trace(module, tuple(args), check_trace=False)
+        except Exception as error:  # noqa: BLE001 - the point is to find the failing layer
+            return name, type(module).__name__, first_line(error)
+    return None
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"[:300]
+
+
+__all__ = ["DEFAULT_OPSET", "EXPORTERS", "FORMATS", "INSTALL_HINT", "find_unsupported_layer", "read_metadata",
+           "require_onnx", "runner", "write_onnx", "write_torchscript"]
