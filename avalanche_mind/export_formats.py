@@ -11,6 +11,8 @@ import contextlib
 import io
 import json
 import os
+import re
+import tempfile
 import warnings
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -170,8 +172,9 @@ def find_unsupported_layer(body: nn.Module, example: Tensor, fmt: str, exporter:
         try:
             with _quiet(), torch.no_grad():
                 if fmt == "onnx":
-                    target = io.BytesIO() if exporter == "legacy" else os.devnull
-                    torch.onnx.export(module, tuple(args), target, opset_version=opset, dynamo=exporter == "dynamo")
+                    with tempfile.TemporaryDirectory() as folder:
+                        torch.onnx.export(module, tuple(args), os.path.join(folder, "layer.onnx"), opset_version=opset,
+                                          dynamo=exporter == "dynamo")
                 else:
                     torch.jit.trace(module, tuple(args), check_trace=False)
         except Exception as error:  # noqa: BLE001 - the point is to find the failing layer
@@ -180,8 +183,17 @@ def find_unsupported_layer(body: nn.Module, example: Tensor, fmt: str, exporter:
 
 
 def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"[:300]
+    """The telling line of an exporter's error: the one naming an operator, else the first (no colours)."""
+    chain, seen = [], error
+    while seen is not None and len(chain) < 5:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for e in chain for line in str(e).splitlines()]
+    lines = [line for line in lines if line]
+    markers = ("no onnx function found", "aten::", "not supported")
+    telling = next((line for marker in markers for line in lines if marker in line.lower()), None)
+    text = telling or (lines[0] if lines else "")
+    return f"{type(error).__name__}: {text}"[:300]
 
 
 __all__ = ["DEFAULT_OPSET", "EXPORTERS", "FORMATS", "INSTALL_HINT", "find_unsupported_layer", "read_metadata",

@@ -1,0 +1,257 @@
+"""ONNX and TorchScript export of a trained MIND checkpoint, checked against the Predictor.
+
+TorchScript tests always run; ONNX tests need the ``export`` extra (onnx, onnxruntime,
+and onnxscript for torch's default exporter) and are skipped without it.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from avalanche.training.plugins import EvaluationPlugin
+from torch import nn
+
+from avalanche_mind import MIND, mind_metrics, small_cnn
+from avalanche_mind.checkpoint import CheckpointError, save_checkpoint
+from avalanche_mind.data.toy import toy_class_incremental
+from avalanche_mind.export import (
+    ExportError, VerificationError, add_export_arguments, export_checkpoint, main, reference, run_export,
+)
+from avalanche_mind.export_formats import read_metadata, runner
+from avalanche_mind.predictor import Predictor
+from avalanche_mind.task_id import TASK_INFERENCE_RULES
+
+N_EXP, WIDTH, N_CLASSES, SIZE = 3, 8, 6, 12
+
+
+def _has(name: str) -> bool:
+    try:
+        __import__(name)
+        return True
+    except ImportError:
+        return False
+
+
+needs_onnx = pytest.mark.skipif(not (_has("onnx") and _has("onnxruntime")), reason="onnx/onnxruntime not installed")
+needs_dynamo = pytest.mark.skipif(not (_has("onnx") and _has("onnxruntime") and _has("onnxscript")),
+                                  reason="onnx/onnxruntime/onnxscript not installed")
+# (format, ONNX exporter) of every way an artefact can be written
+WAYS = [
+    pytest.param("torchscript", None, id="torchscript"),
+    pytest.param("onnx", "legacy", id="onnx-legacy", marks=needs_onnx),
+    pytest.param("onnx", "dynamo", id="onnx-dynamo", marks=needs_dynamo),
+]
+SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
+
+
+def model():
+    return small_cnn(N_CLASSES, width=WIDTH)
+
+
+def _strategy():
+    torch.manual_seed(0)
+    return MIND(model=model(), n_experiences=N_EXP, teacher_epochs=2, train_epochs=2, train_mb_size=16,
+                eval_mb_size=64, lr=0.01, teacher_lr=0.01, temperature=2.0, milestones=[], teacher_milestones=[],
+                seed=0, evaluator=EvaluationPlugin(*mind_metrics(), loggers=[]))
+
+
+RECORD = {"model": "small_cnn", "model_kwargs": {"width": WIDTH}, "num_classes": N_CLASSES, "in_channels": 3,
+          "image_size": SIZE}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny MIND run over 3 experiences, its checkpoint, one saved mid-experience, and test inputs."""
+    benchmark = toy_class_incremental(n_experiences=N_EXP, classes_per_experience=2, per_class=20,
+                                      test_per_class=12, image_size=SIZE, seed=0)
+    strategy = _strategy()
+    for experience in benchmark.train_stream:
+        strategy.train(experience, eval_streams=[])
+    folder = tmp_path_factory.mktemp("export")
+    path = folder / "mind.pt"
+    save_checkpoint(strategy, path, extra={"cli": RECORD})
+    strategy.state.bn_snapshots.pop()  # as if saved while the last experience was still training
+    middle = folder / "middle.pt"
+    save_checkpoint(strategy, middle, extra={"cli": RECORD})
+    inputs = torch.stack([e.dataset[i][0] for e in benchmark.test_stream for i in range(len(e.dataset))])
+    return path, middle, inputs
+
+
+def _predictor(path, **kwargs):
+    return Predictor.from_checkpoint(path, model(), **kwargs)
+
+
+@pytest.mark.parametrize("fmt,exporter", WAYS)
+def test_one_task_is_a_dense_network_of_its_classes(trained, tmp_path, fmt, exporter):
+    path, _, inputs = trained
+    out = tmp_path / f"task1{SUFFIX[fmt]}"
+    report = export_checkpoint(path, model(), out, format=fmt, task=1, inputs=inputs, exporter=exporter)
+    predictor = _predictor(path)
+    meta = read_metadata(str(out), fmt)
+    assert meta["class_ids"] == predictor.state.slices[1] == [2, 3]
+    assert meta["torch_version"] == torch.__version__ and meta["task"] == 1
+    assert (meta["opset"] == 18) if fmt == "onnx" else meta["opset"] is None
+    run = runner(str(out), fmt)
+    for batch in (inputs, inputs[:1], inputs[5:42]):  # the batch dimension is dynamic
+        (logits,) = run(batch)
+        assert logits.shape == (len(batch), 2)
+        ids = torch.tensor(meta["class_ids"])[logits.argmax(1)]
+        assert torch.equal(ids, predictor.predict(batch, 1).classes)
+        want = F.softmax(predictor.logits(batch, 1)[:, predictor.slices[1]], 1)
+        assert (F.softmax(logits, 1) - want).abs().max() <= 1e-5
+    assert report.max_probability_difference <= 1e-5
+    # Only the classifier rows of task 1's classes are kept; weights of tasks > 1 are zeros in the file.
+    fc = predictor.ownership.classifier
+    assert report.dropped_weights == (N_CLASSES - 2) * fc.in_features
+    assert report.artefact_bytes == out.stat().st_size > 0
+    if fmt == "torchscript":
+        loaded = torch.jit.load(str(out))
+        assert "batch_norm" not in str(loaded.inlined_graph)  # folded into the convolutions
+        conv = predictor.ownership.layers["4"]
+        unused = (conv.owner > 1) | (conv.owner < 0)
+        assert unused.any() and (loaded.state_dict()["4.weight"][unused] == 0).all()
+        assert (loaded.state_dict()["4.weight"][~unused] != 0).float().mean() > 0.9
+    else:
+        import onnx
+
+        ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+        assert "BatchNormalization" not in ops and "Conv" in ops
+
+
+@pytest.mark.parametrize("fmt,exporter", WAYS)
+def test_whole_predictor_in_one_graph_matches_the_predictor(trained, tmp_path, fmt, exporter):
+    path, _, inputs = trained
+    out = tmp_path / f"all{SUFFIX[fmt]}"
+    report = export_checkpoint(path, model(), out, format=fmt, task="all", inputs=inputs, exporter=exporter)
+    predictor = _predictor(path)
+    meta = read_metadata(str(out), fmt)
+    assert meta["task"] == "all" and meta["slices"] == predictor.state.slices
+    assert meta["task_inference"] == predictor.task_inference
+    run = runner(str(out), fmt)
+    for batch in (inputs, inputs[:1], inputs[3:20]):
+        classes, tasks, probabilities = run(batch)
+        want_classes, want_tasks, want_probabilities = reference(predictor, "all", batch)
+        assert torch.equal(classes.long(), want_classes) and torch.equal(tasks.long(), want_tasks)
+        assert (probabilities - want_probabilities).abs().max() <= 1e-5
+        assert torch.allclose(probabilities.sum(1), torch.ones(len(batch)), atol=1e-5)
+    assert len(set(reference(predictor, "all", inputs)[1].tolist())) == N_EXP  # every sub-network is exercised
+    if exporter == "dynamo":  # raw weights once plus 1-byte owners, not one copy per task
+        assert report.artefact_bytes < 2 * report.dense_float32_bytes + 200_000
+
+
+def _export_every_rule(trained, tmp_path, fmt, exporter):
+    path, _, inputs = trained
+    chosen = {}
+    for rule in TASK_INFERENCE_RULES:
+        out = tmp_path / f"{rule}{SUFFIX[fmt]}"
+        export_checkpoint(path, model(), out, format=fmt, task="all", inputs=inputs, task_inference=rule,
+                          exporter=exporter)
+        tasks = runner(str(out), fmt)(inputs)[1].long()
+        assert torch.equal(tasks, _predictor(path, task_inference=rule).predict(inputs).tasks), rule
+        chosen[rule] = tasks
+    # The rules are really different programs: not every one chooses the same tasks.
+    assert len({tuple(t.tolist()) for t in chosen.values()}) > 1
+
+
+def test_every_task_choice_rule_exports_to_torchscript(trained, tmp_path):
+    _export_every_rule(trained, tmp_path, "torchscript", None)
+
+
+@needs_onnx
+def test_every_task_choice_rule_exports_to_onnx(trained, tmp_path):
+    _export_every_rule(trained, tmp_path, "onnx", "legacy")
+
+
+def test_an_artefact_that_disagrees_is_deleted(trained, tmp_path, monkeypatch):
+    path, _, inputs = trained
+    import avalanche_mind.export_rules as rules
+
+    real = rules.scores
+    monkeypatch.setattr(rules, "scores", lambda *args: -real(*args))  # the least likely task instead
+    out = tmp_path / "wrong.pt"
+    with pytest.raises(VerificationError, match="chooses another task .*deleted"):
+        export_checkpoint(path, model(), out, format="torchscript", task="all", inputs=inputs)
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
+
+
+def test_refusals(trained, tmp_path, monkeypatch):
+    path, middle, inputs = trained
+    out = tmp_path / "x.pt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        export_checkpoint(damaged, model(), out, format="torchscript", inputs=inputs)
+    with pytest.raises(CheckpointError, match="middle of an experience"):
+        export_checkpoint(middle, model(), out, format="torchscript", inputs=inputs)
+    with pytest.raises(CheckpointError, match="different model architecture"):
+        export_checkpoint(path, small_cnn(N_CLASSES, width=WIDTH + 4), out, format="torchscript", inputs=inputs)
+    for task in (N_EXP, -1):
+        with pytest.raises(ExportError, match=f"task {task} is out of range.*ids 0..{N_EXP - 1}"):
+            export_checkpoint(path, model(), out, format="torchscript", task=task, inputs=inputs)
+    import avalanche_mind.export_formats as formats
+
+    monkeypatch.setattr(formats, "_importable", lambda name: name != "onnxruntime")
+    with pytest.raises(ExportError, match=r"needs onnxruntime.*pip install -e '\.\[export\]'"):
+        export_checkpoint(path, model(), tmp_path / "x.onnx", format="onnx", inputs=inputs)
+    assert list(tmp_path.iterdir()) == [damaged]
+
+
+class BesselJ0(nn.Module):
+    """An activation no ONNX opset has."""
+
+    def forward(self, x):
+        return torch.special.bessel_j0(x)
+
+
+@needs_onnx
+@pytest.mark.parametrize("exporter", ["legacy", pytest.param("dynamo", marks=needs_dynamo)])
+def test_an_unsupported_layer_is_named(trained, tmp_path, exporter):
+    path, _, inputs = trained
+    odd = model()
+    odd[2] = BesselJ0()  # no parameters: the checkpoint still loads into it
+    with pytest.raises(ExportError, match=r"unsupported layer '2' \(BesselJ0\).*bessel_j0"):
+        export_checkpoint(path, odd, tmp_path / "odd.onnx", format="onnx", inputs=inputs, exporter=exporter)
+    assert not (tmp_path / "odd.onnx").exists()
+
+
+def test_command_line(trained, tmp_path, capsys):
+    path, middle, _ = trained
+    out = tmp_path / "task0.pt"
+    assert main([str(path), "--out", str(out), "--task", "0", "--json", str(tmp_path / "r.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "verified on 64 inputs" in printed and "classes identical" in printed and "checkpoint" in printed
+    assert read_metadata(str(out), "torchscript")["class_ids"] == [0, 1]  # format from the .pt suffix
+    assert (tmp_path / "r.json").is_file()
+    for argv, message in (([str(path), "--task", "9"], "out of range"),
+                          ([str(path), "--task", "two"], "--task must be"),
+                          ([str(middle)], "middle of an experience"),
+                          ([str(path), "--model-arg", "width=4"], "different model architecture")):
+        assert main([*argv, "--out", str(tmp_path / "bad.pt")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "bad.pt").exists()
+    # How `avalanche-mind export` is wired: the same options on a sub-command.
+    parser = argparse.ArgumentParser(prog="avalanche-mind")
+    add_export_arguments(parser.add_subparsers(dest="command").add_parser("export"))
+    args = parser.parse_args(["export", str(path), "--out", str(tmp_path / "all.pt"), "--quiet"])
+    assert run_export(args) == 0 and (tmp_path / "all.pt").is_file()
+    assert capsys.readouterr().out == ""
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--out", "--format", "--task", "--model", "--model-arg", "--task-inference", "--opset",
+                   "onnx", "torchscript", "--benchmark"):
+        assert option in text
+    done = subprocess.run([sys.executable, "-m", "avalanche_mind.export", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("usage: avalanche-mind export")
