@@ -28,6 +28,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 from torch import Tensor
 
+from avalanche_mind.distributed import is_main_process
 from avalanche_mind.errors import CheckpointError
 from avalanche_mind.strategy_state import check_model_matches, plain
 
@@ -280,7 +281,7 @@ def load_checkpoint(
     return checkpoint
 
 
-class CheckpointPlugin(SupervisedPlugin):
+class CheckpointPlugin(SupervisedPlugin, supports_distributed=True):
     """Saves MIND's whole state to ``path`` after every training experience.
 
     The file is written at ``after_training_exp`` (so a crash later loses nothing
@@ -303,7 +304,8 @@ class CheckpointPlugin(SupervisedPlugin):
         return Path(self.path.replace("{experience}", str(strategy.state.n_tasks - 1)))
 
     def _save(self, strategy: "MIND") -> None:
-        self.last_saved = save_checkpoint(strategy, self._target(strategy), self.extra)
+        if is_main_process():  # under torchrun every rank holds the same state: rank 0 writes it
+            self.last_saved = save_checkpoint(strategy, self._target(strategy), self.extra)
         self._saved_n_tasks = strategy.state.n_tasks
 
     def before_training(self, strategy: "MIND", **kwargs) -> None:

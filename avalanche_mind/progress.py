@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from avalanche.core import SupervisedPlugin
 from tqdm.auto import tqdm
 
+from avalanche_mind.distributed import is_main_process
+
 if TYPE_CHECKING:
     from avalanche_mind.strategy import MIND
 
@@ -32,8 +34,8 @@ class _PhaseBar:
 
 
 def progress_bar(strategy: Any, total: int, desc: str) -> _PhaseBar:
-    """A per-epoch bar showing loss and learning rate, if the strategy is verbose."""
-    return _PhaseBar(total, desc, bool(getattr(strategy, "verbose", False)))
+    """A per-epoch bar showing loss and learning rate, if the strategy is verbose (on rank 0 only under torchrun)."""
+    return _PhaseBar(total, desc, bool(getattr(strategy, "verbose", False)) and is_main_process())
 
 
 class EpochLoss:
@@ -64,7 +66,7 @@ def current_lr(strategy) -> float:
     return float(strategy.optimizer.param_groups[0]["lr"])
 
 
-class DistillationProgressPlugin(SupervisedPlugin):
+class DistillationProgressPlugin(SupervisedPlugin, supports_distributed=True):
     """A per-epoch bar for the distillation phase: mean loss and the learning rate used in the epoch."""
 
     def __init__(self) -> None:

@@ -33,6 +33,9 @@ from torch.optim.lr_scheduler import MultiStepLR
 from torch.utils.data import DataLoader
 
 from avalanche_mind.config import MINDConfig
+from avalanche_mind.distributed import (
+    average_batchnorm_statistics, average_gradients, check_same_start, is_distributed, set_epoch, shard_sampler,
+)
 from avalanche_mind.errors import TrainingDivergedError
 from avalanche_mind.inference import Prediction, SubnetworkBank, predict
 from avalanche_mind.layers import ensure_gated
@@ -159,7 +162,8 @@ class MIND(SupervisedTemplate):
         ensure_gated(model)
         self.ownership = OwnershipMap(model, n_experiences, capacity)
         self.state = MINDState()
-        self.generator = torch.Generator().manual_seed(seed if seed is not None else torch.initial_seed())
+        self.seed = seed if seed is not None else torch.initial_seed()
+        self.generator = torch.Generator().manual_seed(self.seed)
         self.distill_loss = DISTILL_LOSSES[config.distill_loss]
         self.verbose = verbose
         self.scheduler: Optional[MultiStepLR] = None
@@ -285,6 +289,7 @@ class MIND(SupervisedTemplate):
 
     # ----------------------------------------------------------- procedure
     def _before_training_exp(self, **kwargs) -> None:
+        check_same_start(self.model, self.generator)  # under torchrun: every rank agrees
         self._pending = rollback_point(self)
         self.state.register(self.experience, n_experiences=self.n_experiences, n_outputs=self.n_outputs)
         super()._before_training_exp(**kwargs)  # data loader, optimiser, MIND's steps, then plugins
@@ -313,6 +318,7 @@ class MIND(SupervisedTemplate):
     def _finish_experience(self) -> None:
         """Step 6: t's BatchNorm snapshot, then its score statistics; the teacher is released."""
         self.teacher_plugin.release()
+        average_batchnorm_statistics(self.model)
         self.state.bn_snapshots.append(self.batchnorm.snapshot(self.model))
         slices = [self.output_slice(t) for t in range(self.state.n_tasks)]
         self.statistics.gather(self.model, self.ownership, self.state, self.config.weight_sharing, slices,
@@ -352,15 +358,32 @@ class MIND(SupervisedTemplate):
     def make_train_dataloader(
         self, num_workers=0, shuffle=True, pin_memory=None, persistent_workers=False, drop_last=False, **kwargs
     ) -> None:
-        """As Avalanche's, but in self-distillation each item carries its index (recorded teacher logits)."""
-        if not self.config.self_distillation:
+        """As Avalanche's, but in self-distillation each item carries its index (recorded teacher logits),
+        and under torchrun each rank loads its shard (the same permutation on every rank)."""
+        if not self.config.self_distillation and not is_distributed():
             return super().make_train_dataloader(num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
                                                  persistent_workers=persistent_workers, drop_last=drop_last, **kwargs)
+        dataset = IndexedDataset(self.adapted_dataset) if self.config.self_distillation else self.adapted_dataset
+        sampler = shard_sampler(dataset, shuffle, seed=self.seed)
         self.dataloader = DataLoader(
-            IndexedDataset(self.adapted_dataset), batch_size=self.train_mb_size, shuffle=shuffle,
+            dataset, batch_size=self.train_mb_size, shuffle=shuffle and sampler is None, sampler=sampler,
             num_workers=num_workers, pin_memory=bool(pin_memory),
             persistent_workers=persistent_workers and num_workers > 0, drop_last=drop_last,
         )
+
+    def make_eval_dataloader(self, **kwargs) -> None:
+        """As Avalanche's, but under torchrun every rank evaluates all the data: identical results on every rank."""
+        super().make_eval_dataloader(**kwargs)
+        if is_distributed():
+            self.dataloader = DataLoader(self.adapted_dataset, batch_size=self.eval_mb_size, shuffle=False)
+
+    def _before_training_epoch(self, **kwargs) -> None:
+        set_epoch(self.dataloader, self.config.teacher_epochs + self.clock.train_exp_epochs)
+        super()._before_training_epoch(**kwargs)
+
+    def _after_backward(self, **kwargs) -> None:
+        average_gradients(self.model.parameters())  # before the gating guard zeroes the frozen gradients
+        super()._after_backward(**kwargs)
 
     def make_optimizer(self, **kwargs) -> None:
         """Fresh optimiser state, initial learning rate and scheduler for every experience."""

@@ -14,7 +14,7 @@ from avalanche.core import SupervisedPlugin
 from avalanche_mind.ownership import OwnershipMap
 
 
-class AllocationPlugin(SupervisedPlugin):
+class AllocationPlugin(SupervisedPlugin, supports_distributed=True):
     """Assigns the current experience its sub-network in the ownership map."""
 
     def __init__(self, rule: str = "random") -> None:

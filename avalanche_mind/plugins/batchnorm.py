@@ -52,7 +52,7 @@ def frozen_running_statistics(model: nn.Module) -> Iterator[None]:
                 module.num_batches_tracked.copy_(tracked)
 
 
-class BatchNormPlugin(SupervisedPlugin):
+class BatchNormPlugin(SupervisedPlugin, supports_distributed=True):
     """BatchNorm per experience: a snapshot after each one, or experience 0's frozen (``bn_per_task=False``)."""
 
     @staticmethod

@@ -112,7 +112,7 @@ def guarded_step(optimizer: torch.optim.Optimizer, guard: Optional[WeightGuard])
         guard.restore()
 
 
-class GatingPlugin(SupervisedPlugin):
+class GatingPlugin(SupervisedPlugin, supports_distributed=True):
     """Gates the distillation phase to one experience's sub-network.
 
     :meth:`gate` (called by MIND before distillation) activates the sub-network and

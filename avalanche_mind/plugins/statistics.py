@@ -19,7 +19,7 @@ from avalanche_mind.state import MINDState
 from avalanche_mind.task_id import gather_statistics
 
 
-class ScoreStatisticsPlugin(SupervisedPlugin):
+class ScoreStatisticsPlugin(SupervisedPlugin, supports_distributed=True):
     """Updates ``state.score_statistics`` once an experience is trained and its BatchNorm snapshot stored."""
 
     @staticmethod

@@ -21,6 +21,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import MultiStepLR
 from torch.utils.data import DataLoader
 
+from avalanche_mind.distributed import average_batchnorm_statistics, average_gradients, set_epoch
 from avalanche_mind.errors import TrainingDivergedError
 from avalanche_mind.layers import FREE, reinitialise
 from avalanche_mind.plugins.gating import guard_for, guarded_step
@@ -46,7 +47,7 @@ class IndexedDataset(torch.utils.data.Dataset):
         return (item[0], item[1], index, item[-1])
 
 
-class TeacherPlugin(SupervisedPlugin):
+class TeacherPlugin(SupervisedPlugin, supports_distributed=True):
     """The teacher phase: MIND calls :meth:`train` first for each experience, :meth:`logits` per minibatch."""
 
     def __init__(
@@ -75,6 +76,7 @@ class TeacherPlugin(SupervisedPlugin):
         else:
             self.teacher = self._fresh_teacher(strategy)
             self._train(strategy, self.teacher, slice_, guard=None)
+            average_batchnorm_statistics(self.teacher)
             # From here on the teacher only answers: drop its gradients (a model's worth).
             self.teacher.eval().requires_grad_(False)
             self.teacher.zero_grad(set_to_none=True)
@@ -108,6 +110,7 @@ class TeacherPlugin(SupervisedPlugin):
             batchnorm_trainable=True,
         )
         self._train(strategy, strategy.model, slice_, guard)
+        average_batchnorm_statistics(strategy.model)
         self.recorded_logits = self._record(strategy, slice_)
         strategy.model.train()
 
@@ -118,7 +121,8 @@ class TeacherPlugin(SupervisedPlugin):
         teacher.train()
         self.losses = []
         bar = progress_bar(strategy, self.epochs, f"teacher exp {strategy.current_task}")
-        for _ in range(self.epochs):
+        for epoch in range(self.epochs):
+            set_epoch(strategy.dataloader, epoch)
             total, count = 0.0, 0
             for mbatch in strategy.dataloader:
                 x = mbatch[0].to(strategy.device, non_blocking=True)
@@ -127,6 +131,7 @@ class TeacherPlugin(SupervisedPlugin):
                         + strategy.rejection_loss(teacher, x, slice_))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                average_gradients(teacher.parameters())  # under torchrun; before the guard
                 guarded_step(optimizer, guard)
                 total += float(loss.detach()) * len(y)
                 count += len(y)
