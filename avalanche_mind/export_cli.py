@@ -19,13 +19,35 @@ PROG = "avalanche-mind export"
 _TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".torchscript")
 
 
+def _cli():
+    """The main CLI's public builders (``avalanche_mind.cli`` package, or the older single module)."""
+    helpers = {}
+    try:
+        from avalanche_mind.cli.builders import benchmark_shape, build_benchmark, build_model
+        from avalanche_mind.preflight import CLIError
+    except ImportError:  # pragma: no cover - the single-module layout
+        from avalanche_mind.cli import CLIError, benchmark_shape, build_benchmark, build_model
+    try:
+        from avalanche_mind.cli.options import key_values
+    except ImportError:  # pragma: no cover
+        key_values = _key_values
+    helpers.update(benchmark_shape=benchmark_shape, build_benchmark=build_benchmark, build_model=build_model,
+                   CLIError=CLIError, key_values=key_values)
+    return argparse.Namespace(**helpers)
+
+
 def _model_names() -> Optional[Sequence[str]]:
     try:
-        from avalanche_mind.cli import MODELS
+        from avalanche_mind.models.registry import MODEL_NAMES
 
-        return MODELS
-    except ImportError:  # pragma: no cover - the CLI is being restructured: accept any name
-        return None
+        return MODEL_NAMES
+    except ImportError:  # pragma: no cover - the single-module layout
+        try:
+            from avalanche_mind.cli import MODELS
+
+            return MODELS
+        except ImportError:
+            return None
 
 
 def _shape(text: str) -> List[int]:
@@ -115,14 +137,14 @@ def _benchmark_inputs(benchmark, count: int):
 def _build(args: argparse.Namespace):
     """The model to load the checkpoint into, its input shape, and the verification inputs (or None)."""
     from avalanche_mind.checkpoint import read_checkpoint
-    from avalanche_mind.cli import benchmark_shape, build_benchmark, build_model
 
+    cli = _cli()
     record = read_checkpoint(args.checkpoint).extra.get("cli", {})
     inputs, shape = None, {}
     if args.benchmark:
-        benchmark = build_benchmark(args.benchmark, args.data_root,
-                                    _key_values(args.benchmark_arg, "--benchmark-arg"))
-        shape = benchmark_shape(benchmark)
+        benchmark = cli.build_benchmark(args.benchmark, args.data_root,
+                                        cli.key_values(args.benchmark_arg, "--benchmark-arg"))
+        shape = cli.benchmark_shape(benchmark)
         inputs = _benchmark_inputs(benchmark, args.verify_batch)
     input_shape = args.input_shape or (list(inputs.shape[1:]) if inputs is not None else None)
     if input_shape is None and "in_channels" in record and "image_size" in record:
@@ -134,9 +156,9 @@ def _build(args: argparse.Namespace):
     if num_classes is None:
         raise ValueError(f"{args.checkpoint} does not record its number of classes: give --num-classes N")
     model_name = args.model or record.get("model", "auto")
-    model_kwargs = _key_values(args.model_arg, "--model-arg") if args.model_arg else dict(
+    model_kwargs = cli.key_values(args.model_arg, "--model-arg") if args.model_arg else dict(
         record.get("model_kwargs", {}) if model_name == record.get("model", "auto") else {})
-    model = build_model(model_name, int(num_classes), int(input_shape[0]), int(input_shape[-1]), model_kwargs)
+    model = cli.build_model(model_name, int(num_classes), int(input_shape[0]), int(input_shape[-1]), model_kwargs)
     return model, input_shape, inputs
 
 
@@ -152,10 +174,7 @@ def run_export(args: argparse.Namespace) -> int:
     from avalanche_mind.checkpoint import CheckpointError
     from avalanche_mind.export import VerificationError, export_checkpoint
 
-    try:
-        from avalanche_mind.cli import CLIError
-    except ImportError:  # pragma: no cover
-        CLIError = ValueError  # noqa: N806
+    CLIError = _cli().CLIError  # noqa: N806
     try:
         if args.verify_batch < 2:
             raise ValueError("--verify-batch must be >= 2")
