@@ -1,7 +1,6 @@
-"""The comparison runner: MIND against Avalanche's PackNet, LwF, Naive and Joint training.
+"""This repository's scripts around the package (the package never imports them).
 
-``benchmarks.compare`` is the CLI (``python benchmarks/compare.py --help``, or
-``benchmarks.compare.main(argv)``), ``benchmarks.presets`` one configuration per
-benchmark, ``benchmarks.baselines`` how each baseline is built on the shared
-backbone, and ``benchmarks.report`` the JSON/CSV/Markdown/PNG outputs.
+``compare.py`` runs the comparison (the package's :mod:`avalanche_mind.runner`, the
+same as ``avalanche-mind compare``); ``perf.py`` measures MIND's costs;
+``step_time.py`` estimates the paper presets' training time.
 """

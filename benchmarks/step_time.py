@@ -39,7 +39,8 @@ if __package__ in (None, ""):
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks.presets import get_preset  # noqa: E402
+from avalanche_mind.models import build_model  # noqa: E402
+from avalanche_mind.runner.presets import get_preset  # noqa: E402
 
 #: Images per training experience and input shape of each paper preset's benchmark.
 SHAPES = {
@@ -95,8 +96,6 @@ def _transform_seconds_per_image(preset_name: str, n: int = 2000) -> float:
 
 
 def measure(preset_name: str, threads: int, repeats: int) -> dict:
-    from benchmarks.baselines import mind_backbone
-
     preset = get_preset(preset_name)
     images, shape, classes = SHAPES[preset.benchmark]
     torch.set_num_threads(threads)
@@ -104,8 +103,8 @@ def measure(preset_name: str, threads: int, repeats: int) -> dict:
     batch = preset.batch_size
     x = torch.randn(batch, *shape)
     y = torch.randint(0, classes, (batch,))
-    student = mind_backbone(preset.model, classes, shape[0], **preset.model_kwargs)
-    teacher = mind_backbone(preset.model, classes, shape[0], **preset.model_kwargs).eval()
+    student = build_model(preset.model, classes, shape[0], **preset.model_kwargs)
+    teacher = build_model(preset.model, classes, shape[0], **preset.model_kwargs).eval()
     opt = torch.optim.AdamW(student.parameters(), lr=preset.teacher_lr)
     student.train()
 

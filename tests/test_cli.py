@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -136,29 +139,44 @@ def test_evaluate_with_the_wrong_model_is_refused(tmp_path, capsys):
     assert code == 2 and "different model architecture" in err
 
 
-def test_compare_delegates_to_the_repository_runner(capsys, monkeypatch):
-    if (ROOT / "benchmarks" / "compare.py").is_file():
-        with pytest.raises(SystemExit) as exit_info:
-            cli.main(["compare", "--help"])
-        assert exit_info.value.code == 0
-        assert "--preset" in capsys.readouterr().out  # the runner's own options
+DECOY = "raise RuntimeError('a benchmarks folder in the working directory was imported')\n"
+RUN_IN_CWD = textwrap.dedent("""
+    import sys
+    from avalanche_mind.cli import main
 
-    def absent(name):
-        raise cli.CLIError(f"{name} is not available: it lives in the avalanche-mind repository")
+    for command in (["compare", "--help"], ["compare", "--list-presets"]):
+        try:
+            status = main(command)
+        except SystemExit as exit:
+            status = exit.code
+        print("STATUS", status)
+    print("IMPORTED", sorted(m for m in sys.modules if m.split(".")[0] == "benchmarks"))
+""")
 
-    monkeypatch.setattr(cli, "_repo_module", absent)
-    code, _, err = run_cli(["compare", "--preset", "tiny"], capsys)
-    assert code == 2 and "benchmarks.compare is not available" in err
-    assert cli.main(["compare", "--help"]) == 0
-    assert "benchmarks/compare.py" in capsys.readouterr().out
+
+def test_compare_runs_from_the_package_never_from_a_benchmarks_folder(tmp_path):
+    """The installed command has the runner in it: a ``benchmarks/`` in the working directory is never imported."""
+    decoy = tmp_path / "benchmarks"
+    decoy.mkdir()
+    for name in ("__init__.py", "presets.py", "compare.py"):
+        (decoy / name).write_text(DECOY)
+    # ``python -c`` puts the working directory first on sys.path, where the decoy would win.
+    done = subprocess.run([sys.executable, "-c", RUN_IN_CWD], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("STATUS 0") == 2
+    assert "--preset" in done.stdout and "--list-presets" in done.stdout  # the runner's own help
+    assert "glyphs-cpu" in done.stdout and "tiny-domain" in done.stdout  # the presets
+    assert "IMPORTED []" in done.stdout
 
 
 def test_paper_flag_gives_the_papers_method_and_defaults_stay_mind_s():
     from avalanche_mind import PAPER_SETTINGS
-    from avalanche_mind.cli import _resolve_train, build_parser
+    from avalanche_mind.cli import build_parser
+    from avalanche_mind.cli.train import resolve_train
 
     def mind_settings(*options):
-        return _resolve_train(build_parser().parse_args(["train", "--benchmark", "toy", *options]))["mind"]
+        return resolve_train(build_parser().parse_args(["train", "--benchmark", "toy", *options]))["mind"]
 
     assert "self_distillation" not in mind_settings()  # MIND's own default applies
     assert mind_settings("--paper").items() >= PAPER_SETTINGS.items()
@@ -166,3 +184,6 @@ def test_paper_flag_gives_the_papers_method_and_defaults_stay_mind_s():
     assert mind_settings("--no-self-distillation")["self_distillation"] is False
     assert mind_settings("--rejection", "none")["rejection"] is None
     assert mind_settings("--task-inference", "zscore")["task_inference"] == "zscore"
+    preset = resolve_train(build_parser().parse_args(["train", "--preset", "tiny", "--epochs", "3"]))
+    assert (preset["benchmark"], preset["model"], preset["model_kwargs"]) == ("toy", "small_cnn", {"width": 4})
+    assert preset["mind"]["teacher_epochs"] == 1 and preset["mind"]["train_epochs"] == 3  # the option wins

@@ -1,8 +1,8 @@
-"""The comparison runner (benchmarks/compare.py): end to end on the tiny preset, outputs, fast failures."""
+"""The comparison runner (avalanche_mind.runner, benchmarks/compare.py): end to end on the tiny preset, outputs,
+fast failures."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -11,14 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import compare
-from benchmarks.baselines import packnet_backbone, prune_schedule
-from benchmarks.presets import PRESETS, get_preset, with_overrides
-from benchmarks.report import forgetting
+from avalanche_mind import MIND, gresnet32
+from avalanche_mind.runner import compare
+from avalanche_mind.runner.baselines import EpochLR
+from avalanche_mind.runner.packnet import packnet_backbone, prune_schedule
+from avalanche_mind.runner.presets import PRESETS, get_preset, with_overrides
+from avalanche_mind.runner.report import forgetting
+from avalanche_mind.runner.strategies import LADDER, STRATEGIES, RunContext
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL = list(compare.STRATEGIES)
-ISOLATED = tuple(name for name in compare.STRATEGIES if name.startswith("mind") or name == "packnet")
+ALL = list(STRATEGIES)
+ISOLATED = tuple(name for name in STRATEGIES if name.startswith("mind") or name == "packnet")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RUN_KEYS = {
     "seed", "tag", "taw", "taskid", "forgetting_tag", "forgetting_taw", "params_model", "params_kept",
@@ -47,7 +50,7 @@ def test_every_strategy_runs_and_every_output_is_written(tiny_run):
     # By default: MIND (defaults and the paper's), the baselines and the bounds; ablations on request.
     defaults = compare.build_parser().parse_args([]).strategies
     assert defaults == ["mind", "mind-paper", "packnet", "lwf", "naive", "joint"]
-    assert set(defaults) | set(compare.LADDER) == set(ALL)
+    assert set(defaults) | set(LADDER) == set(ALL)
     assert list(result["strategies"]) == ALL
     for name in ("results.json", "results.csv", "results.md", "accuracy_curves.png",
                  *(f"heatmap_{s}.png" for s in ALL)):
@@ -59,7 +62,7 @@ def test_every_strategy_runs_and_every_output_is_written(tiny_run):
     # The table is printed and saved, one row per strategy.
     table = (out / "results.md").read_text()
     assert table.strip() in stdout
-    for spec in (compare.STRATEGIES[name] for name in ALL):
+    for spec in (STRATEGIES[name] for name in ALL):
         assert any(line.startswith(f"| {spec.label} |") for line in table.splitlines()), spec.label
     rows = (out / "results.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + len(ALL)
@@ -113,7 +116,7 @@ def test_rules_evaluate_the_same_trained_models_under_each_task_choice(tmp_path)
     rules = ["max_confidence", "zscore", "likelihood_ratio"]
     stdout = io.StringIO()
     with redirect_stdout(stdout), redirect_stderr(io.StringIO()):
-        status = compare.main(["--tiny", "--out", str(tmp_path), "--strategies", *compare.LADDER, "packnet",
+        status = compare.main(["--tiny", "--out", str(tmp_path), "--strategies", *LADDER, "packnet",
                                "--rules", *rules])
     assert status == 0
     result = json.loads((tmp_path / "results.json").read_text())
@@ -148,18 +151,36 @@ def test_parameters_kept_count_teachers_and_old_models(tiny_run):
 
 
 def test_output_states_budget_and_normalisation(tiny_run):
+    """The printed table carries the run's notes: the preset's budget and caveats, each strategy's normalisation."""
     _, stdout, result = tiny_run
     preset = get_preset("tiny")
-    notes = "\n".join(result["notes"])
-    for text in (stdout, notes):
-        assert "Budget:" in text
-        assert f"{preset.baseline_epochs} epochs per experience" in text
-        assert "GroupNorm" in text and "PackNetModel.wrap" in text
-        assert "SupervisedTemplate" in text
-        assert "Tiny preset" in text
-    assert "GroupNorm" in result["strategies"]["packnet"]["normalisation"]
-    assert "BatchNorm" in result["strategies"]["mind"]["normalisation"]
-    assert "BatchNorm" not in result["strategies"]["packnet"]["normalisation"]
+    assert preset.budget_note() in result["notes"] and set(preset.notes) <= set(result["notes"])
+    assert all(note in stdout for note in result["notes"])
+    normalisation = {name: entry["normalisation"] for name, entry in result["strategies"].items()}
+    assert all(text in " ".join(result["notes"]) for text in normalisation.values())
+    assert "GroupNorm" in normalisation["packnet"] and "BatchNorm" not in normalisation["packnet"]
+    assert "BatchNorm" in normalisation["mind"]
+
+
+def test_baselines_get_mind_s_budget():
+    """Every baseline trains teacher_epochs + train_epochs epochs per experience with MIND's teacher optimiser,
+    its learning rate dropping where MIND's teacher's drops and, shifted, where its distillation's drops."""
+    preset = with_overrides(get_preset("tiny"), ["teacher_epochs=3", "train_epochs=2", "teacher_milestones=1",
+                                                 "milestones=1"])
+    ctx = RunContext(preset=preset, n_experiences=3, num_classes=6, in_channels=3, scenario="class", device="cpu")
+    lr, gamma = preset.teacher_lr, preset.lr_gamma
+    for name in ("packnet", "lwf", "naive", "joint"):
+        strategy = STRATEGIES[name].build(ctx)
+        assert strategy.train_epochs == 5, name
+        schedule = next(p for p in strategy.plugins if isinstance(p, EpochLR))
+        rates = []
+        for epoch in range(strategy.train_epochs):
+            strategy.clock.train_exp_epochs = epoch
+            schedule.before_training_epoch(strategy)
+            rates.append(strategy.optimizer.param_groups[0]["lr"])
+        assert rates == pytest.approx([lr, lr * gamma, lr * gamma, lr * gamma, lr * gamma ** 2]), name
+    packnet = STRATEGIES["packnet"].build(ctx)
+    assert [p.post_prune_epochs for p in packnet.plugins if hasattr(p, "post_prune_epochs")] == [2]
 
 
 def test_missing_data_stops_fast_with_the_data_modules_message(tmp_path, capsys):
@@ -228,27 +249,26 @@ def test_forgetting_is_best_earlier_minus_final():
     assert forgetting([[0.5, 0.5]]) is None
 
 
-def test_presets_are_complete_and_overridable():
+def test_paper_preset_runs_mind_s_defaults_and_presets_are_overridable():
     for name in ("cifar100", "tinyimagenet", "core50", "glyphs-cpu", "glyphs-domain-cpu", "tiny"):
         assert name in PRESETS
+    # CIFAR-100/10 with the paper's settings is MIND's defaults: its MIND row is MIND without any keyword.
     cifar = get_preset("cifar100")
-    assert (cifar.teacher_epochs, cifar.train_epochs, cifar.temperature) == (50, 50, 6.5)
-    assert (cifar.teacher_lr, cifar.lr, cifar.batch_size, cifar.beta) == (0.005, 0.035, 256, 5.0)
-    assert cifar.baseline_epochs == 100 and cifar.baseline_milestones == (35, 90)
+    ctx = RunContext(preset=cifar, n_experiences=10, num_classes=100, in_channels=3, scenario="class", device="cpu")
+    assert STRATEGIES["mind"].build(ctx).config == MIND(model=gresnet32(100), n_experiences=10).config
     changed = with_overrides(cifar, ["temperature=4", "milestones=[10, 20]", "benchmark_kwargs.seed=3"])
     assert changed.temperature == 4.0 and changed.milestones == (10, 20)
     assert changed.benchmark_kwargs["seed"] == 3 and cifar.benchmark_kwargs["seed"] == 0
-    assert cifar.capacity == "equal" and with_overrides(cifar, ["capacity=0.05"]).capacity == 0.05
+    assert with_overrides(cifar, ["capacity=0.05"]).capacity == 0.05
     assert all(preset.notes for preset in PRESETS.values() if preset.name.endswith("cpu"))
-    assert not math.isnan(get_preset("glyphs-cpu").temperature)
 
 
 def test_preset_capacity_reaches_mind():
     preset = with_overrides(get_preset("tiny"), ["capacity=0.25"])
-    ctx = compare.RunContext(preset=preset, n_experiences=3, num_classes=6, in_channels=3,
+    ctx = RunContext(preset=preset, n_experiences=3, num_classes=6, in_channels=3,
                              scenario="class", device="cpu")
-    strategy = compare.STRATEGIES["mind"].build(ctx)
+    strategy = STRATEGIES["mind"].build(ctx)
     assert strategy.ownership.capacity == 0.25
-    assert compare.STRATEGIES["mind"].build(compare.RunContext(
+    assert STRATEGIES["mind"].build(RunContext(
         preset=get_preset("tiny"), n_experiences=3, num_classes=6, in_channels=3, scenario="class", device="cpu",
     )).ownership.capacity == "equal"

@@ -23,7 +23,7 @@ from avalanche_mind.data.real import (
     split_cifar100,
     split_tiny_imagenet,
 )
-from benchmarks import compare
+from avalanche_mind.runner import compare
 
 MISSING = [
     (split_cifar100, "cifar-100-python.tar.gz", "www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),

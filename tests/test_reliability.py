@@ -286,7 +286,7 @@ def test_importing_the_package_prints_no_qpsolvers_warning():
 
 # ------------------------------------------------------------- items 1 and 9: compare
 def test_compare_unwritable_out_refused_before_training(tmp_path, capsys, monkeypatch):
-    from benchmarks import compare
+    from avalanche_mind.runner import compare
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -300,8 +300,8 @@ def test_compare_unwritable_out_refused_before_training(tmp_path, capsys, monkey
 
 
 def test_compare_prints_the_table_before_a_failing_write(tmp_path, capsys, monkeypatch):
-    import benchmarks.report as report
-    from benchmarks import compare
+    import avalanche_mind.runner.report as report
+    from avalanche_mind.runner import compare
 
     def full_disk(result, out):
         raise OSError(28, "No space left on device")
@@ -325,7 +325,7 @@ def test_compare_prints_the_table_before_a_failing_write(tmp_path, capsys, monke
     ("milestones=1.5", "--set milestones=1.5: milestones must be integers"),
 ])
 def test_compare_bad_set_exits_2_naming_the_field(capsys, assignment, message):
-    from benchmarks import compare
+    from avalanche_mind.runner import compare
 
     assert compare.main(["--tiny", "--set", assignment]) == 2
     err = capsys.readouterr().err
@@ -334,7 +334,7 @@ def test_compare_bad_set_exits_2_naming_the_field(capsys, assignment, message):
 
 
 def test_compare_device_without_gpu_exits_2(capsys, monkeypatch):
-    from benchmarks import compare
+    from avalanche_mind.runner import compare
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert compare.main(["--tiny", "--device", "cuda"]) == 2

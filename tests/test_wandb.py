@@ -13,14 +13,10 @@ from avalanche.training.plugins import EvaluationPlugin
 from PIL import Image
 
 from avalanche_mind import MIND, mind_metrics, small_cnn
+from avalanche_mind.accuracy_matrix import forgetting_from_matrix
 from avalanche_mind.data.toy import toy_class_incremental
-from avalanche_mind.logging import (
-    MINDWandBLogger,
-    add_wandb_arguments,
-    forgetting_from_matrix,
-    read_offline_run,
-    wandb_logger_from_args,
-)
+from avalanche_mind.wandb_logger import MINDWandBLogger, add_wandb_arguments, wandb_logger_from_args
+from wandb_records import read_offline_run
 
 N_EXP = 3
 EPOCHS = 2
@@ -194,7 +190,7 @@ def test_logger_state_survives_a_checkpoint(logged_run, offline):
 
 
 def test_compare_runner_logs_one_offline_run_per_strategy_and_seed(tmp_path, offline):
-    from benchmarks import compare
+    from avalanche_mind.runner import compare
 
     out, wandb_dir = tmp_path / "out", tmp_path / "w"
     status = compare.main(["--tiny", "--strategies", "mind", "naive", "--out", str(out), "--quiet", "--wandb",

@@ -4,8 +4,8 @@
 class-incremental, and domain-incremental by style, pixel permutation, rotation or
 a hard style shift;
 ``real`` wraps Avalanche's CIFAR-100, Tiny ImageNet, CORe50 and MNIST benchmarks
-and fails within seconds, with instructions, when their files are missing offline.
-Avalanche itself is imported only when a benchmark is built.
+and fails within seconds, with instructions, when their files are missing offline;
+``registry`` builds any of them, or a generated ``toy`` stream, by name.
 """
 
 from avalanche_mind.data.glyphs import (
@@ -28,12 +28,12 @@ from avalanche_mind.data.real import (
     BENCHMARKS,
     DatasetNotAvailableError,
     core50_domain,
-    load_benchmark,
     permuted_mnist,
     rotated_mnist,
     split_cifar100,
     split_tiny_imagenet,
 )
+from avalanche_mind.data.registry import benchmark_names, load_benchmark
 
 __all__ = [
     "BENCHMARKS",
@@ -45,6 +45,7 @@ __all__ = [
     "GlyphDataset",
     "GlyphDomain",
     "GlyphStyle",
+    "benchmark_names",
     "core50_domain",
     "glyph_class_incremental",
     "glyph_domain_incremental",

@@ -2,10 +2,11 @@
 
 A :class:`Preset` holds everything the comparison runner needs: which benchmark to
 build, which backbone, MIND's two-phase schedule and the baselines' derived one.
-The baselines' budget is derived, never typed twice: every baseline trains
-``teacher_epochs + train_epochs`` epochs per experience with MIND's teacher
-optimiser (AdamW, ``teacher_lr``), halving the learning rate at the teacher
-milestones and at ``teacher_epochs + m`` for each distillation milestone ``m``.
+A MIND field a preset leaves out takes MIND's default (``avalanche_mind.config.DEFAULTS``,
+the paper's CIFAR-100/10 settings). The baselines' budget is derived, never typed
+twice: every baseline trains ``teacher_epochs + train_epochs`` epochs per experience
+with MIND's teacher optimiser (AdamW, ``teacher_lr``), halving the learning rate at
+the teacher milestones and at ``teacher_epochs + m`` for each distillation milestone ``m``.
 PackNet spends the first ``teacher_epochs`` of them before pruning and the last
 ``train_epochs`` after it (post-prune fine-tuning), mirroring MIND's teacher and
 distillation phases.
@@ -17,8 +18,14 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Sequence, Tuple
+
+from avalanche_mind.config import DEFAULTS, MINDConfig
+
+_PRESET_FIELD = {"train_mb_size": "batch_size", "eval_mb_size": "eval_batch_size"}
+"""MIND keywords whose preset field has another name; the others share MIND's name."""
 
 
 @dataclass(frozen=True)
@@ -28,31 +35,32 @@ class Preset:
     name: str
     description: str
     benchmark: str
-    """Name understood by ``avalanche_mind.data.real.load_benchmark`` (or ``toy``/``toy-domain``)."""
+    """Name understood by ``avalanche_mind.data.registry.load_benchmark``."""
     benchmark_kwargs: Mapping[str, Any]
     model: str
-    """``resnet`` (the paper's CIFAR ResNet; 5 blocks per stage is ResNet-32) or ``small_cnn``."""
+    """A name of ``avalanche_mind.models.MODELS``: ``resnet`` (the paper's CIFAR ResNet; 5 blocks per
+    stage is ResNet-32) or ``small_cnn`` here."""
     model_kwargs: Mapping[str, Any]
     # MIND, both phases (the paper's table in MIND_SPEC.md).
-    teacher_epochs: int
-    teacher_milestones: Tuple[int, ...]
-    train_epochs: int
-    milestones: Tuple[int, ...]
-    temperature: float
-    teacher_lr: float = 0.005
-    lr: float = 0.035
-    lr_gamma: float = 0.5
-    beta: float = 5.0
-    batch_size: int = 256
-    eval_batch_size: int = 512
-    weight_decay: float = 0.0
-    capacity: Any = "equal"
+    teacher_epochs: int = DEFAULTS["teacher_epochs"]
+    teacher_milestones: Tuple[int, ...] = DEFAULTS["teacher_milestones"]
+    train_epochs: int = DEFAULTS["train_epochs"]
+    milestones: Tuple[int, ...] = DEFAULTS["milestones"]
+    temperature: float = DEFAULTS["temperature"]
+    teacher_lr: float = DEFAULTS["teacher_lr"]
+    lr: float = DEFAULTS["lr"]
+    lr_gamma: float = DEFAULTS["lr_gamma"]
+    beta: float = DEFAULTS["beta"]
+    batch_size: int = DEFAULTS["train_mb_size"]
+    eval_batch_size: int = DEFAULTS["eval_mb_size"]
+    weight_decay: float = DEFAULTS["weight_decay"]
+    capacity: Any = DEFAULTS["capacity"]
     """MIND's capacity policy: "equal" (the paper's) or a fraction of the FREE weights per experience."""
     # Baselines.
     lwf_alpha: float = 1.0
     lwf_temperature: float = 2.0
     packnet_groups: int = 8
-    """GroupNorm groups (affine=False) that replace PackNet's BatchNorm; see ``baselines.py``."""
+    """GroupNorm groups (affine=False) that replace PackNet's BatchNorm; see ``runner.packnet``."""
     mind_kwargs: Mapping[str, Any] = field(default_factory=dict)
     """Extra keyword arguments of the ``mind`` strategy (MIND's defaults otherwise), e.g.
     ``--set mind_kwargs.task_inference=zscore``; the paper's and the ablation rows ignore them."""
@@ -80,18 +88,17 @@ class Preset:
             "self-distillation variants) also runs the teacher forward during distillation."
         )
 
+    def mind_settings(self) -> Dict[str, Any]:
+        """The preset's value of every MIND keyword it holds (schedule, batch sizes, beta, temperature, capacity)."""
+        names = {f.name for f in dataclasses.fields(Preset)}
+        return {f.name: getattr(self, _PRESET_FIELD.get(f.name, f.name)) for f in dataclasses.fields(MINDConfig)
+                if _PRESET_FIELD.get(f.name, f.name) in names}
+
     def to_dict(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)
         data["baseline_epochs"] = self.baseline_epochs
         data["baseline_milestones"] = list(self.baseline_milestones)
         return data
-
-
-def _paper(**kwargs: Any) -> Dict[str, Any]:
-    """The settings shared by every paper preset (MIND_SPEC.md: 'All: ...')."""
-    base = dict(teacher_lr=0.005, lr=0.035, lr_gamma=0.5, beta=5.0, batch_size=256, weight_decay=0.0)
-    base.update(kwargs)
-    return base
 
 
 PRESETS: Dict[str, Preset] = {}
@@ -105,6 +112,8 @@ def register(preset: Preset) -> Preset:
 
 
 # ------------------------------------------------------------------ the paper
+# Every paper preset keeps the settings shared by all of the paper's benchmarks (MIND_SPEC.md,
+# 'All: ...'): the field defaults, MIND's. CIFAR-100/10's schedule is MIND's default schedule.
 register(Preset(
     name="cifar100",
     description="CIFAR-100/10 with the paper's settings (gated ResNet-32).",
@@ -112,10 +121,6 @@ register(Preset(
     benchmark_kwargs=dict(n_experiences=10, seed=0),
     model="resnet",
     model_kwargs=dict(blocks_per_stage=5),
-    teacher_epochs=50, teacher_milestones=(35,),
-    train_epochs=50, milestones=(40,),
-    temperature=6.5,
-    **_paper(),
 ))
 
 register(Preset(
@@ -128,7 +133,6 @@ register(Preset(
     teacher_epochs=100, teacher_milestones=(70, 90),
     train_epochs=120, milestones=(80, 110),
     temperature=12.0,
-    **_paper(),
 ))
 
 register(Preset(
@@ -141,7 +145,6 @@ register(Preset(
     teacher_epochs=20, teacher_milestones=(15,),
     train_epochs=20, milestones=(15,),
     temperature=3.0,
-    **_paper(),
 ))
 
 register(Preset(
@@ -154,7 +157,6 @@ register(Preset(
     teacher_epochs=25, teacher_milestones=(10, 20),
     train_epochs=25, milestones=(15,),
     temperature=4.0,
-    **_paper(),
 ))
 
 register(Preset(
@@ -167,7 +169,6 @@ register(Preset(
     teacher_epochs=25, teacher_milestones=(10, 20),
     train_epochs=25, milestones=(15,),
     temperature=4.0,
-    **_paper(),
 ))
 
 # ------------------------------------------------------------------ CPU presets
@@ -191,7 +192,6 @@ register(Preset(
     temperature=4.0,
     batch_size=32,
     eval_batch_size=500,
-    **{k: v for k, v in _paper().items() if k != "batch_size"},
     notes=(_CPU_NOTE,),
 ))
 
@@ -207,7 +207,6 @@ register(Preset(
     temperature=4.0,
     batch_size=32,
     eval_batch_size=500,
-    **{k: v for k, v in _paper().items() if k != "batch_size"},
     notes=(_CPU_NOTE,),
 ))
 
@@ -299,3 +298,27 @@ def with_overrides(preset: Preset, assignments: Sequence[str]) -> Preset:
         else:
             raise ValueError(f"unknown preset field {key!r}; fields: {', '.join(sorted(names - {'name'}))}")
     return dataclasses.replace(preset, **changes) if changes else preset
+
+
+def check_overrides(base: Preset, preset: Preset) -> None:
+    """ValueError naming the ``--set`` field whose value has the wrong type, or is not finite."""
+    for f in dataclasses.fields(Preset):
+        old, new = getattr(base, f.name), getattr(preset, f.name)
+        if new == old and type(new) is type(old):
+            continue
+        if isinstance(old, bool):
+            ok, kind = isinstance(new, bool), "True or False"
+        elif isinstance(old, int):
+            ok, kind = isinstance(new, int) and not isinstance(new, bool), "an integer"
+        elif isinstance(old, float):
+            ok = isinstance(new, (int, float)) and not isinstance(new, bool) and math.isfinite(new)
+            kind = "a finite number"
+        elif isinstance(old, tuple) and all(isinstance(v, int) for v in old):
+            ok = isinstance(new, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in new)
+            kind = "integers such as 35 or (70, 90)"
+        elif isinstance(old, str) and f.name != "capacity":
+            ok, kind = isinstance(new, str), "a string"
+        else:
+            continue
+        if not ok:
+            raise ValueError(f"--set {f.name}={new!r}: {f.name} must be {kind} (the preset has {old!r})")

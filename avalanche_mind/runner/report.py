@@ -1,4 +1,4 @@
-"""Results of a comparison run: derived figures, JSON, CSV, a Markdown table and PNG plots.
+"""Results of a comparison run: derived figures, the notes, JSON, CSV, a Markdown table and PNG plots.
 
 Accuracy matrices are ``rows x columns`` = ``after training experience i x test
 experience j`` (Joint training has a single row: after training on everything).
@@ -12,6 +12,12 @@ import math
 import statistics
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
+
+import matplotlib
+import numpy as np
+
+from avalanche_mind.accuracy_matrix import forgetting_from_matrix
+from avalanche_mind.runner.presets import Preset
 
 Matrix = List[List[Optional[float]]]
 
@@ -54,13 +60,9 @@ def seen_curve(matrix: Matrix, trained_rows: Sequence[int]) -> List[Optional[flo
 def forgetting(matrix: Matrix) -> Optional[float]:
     """Average forgetting (Chaudhry et al. 2018) of a matrix with None for undefined cells.
 
-    The package's :func:`avalanche_mind.logging.forgetting_from_matrix` (the one the
-    W&B logger reports) on the same cells, so the runner and the logger agree.
+    :func:`avalanche_mind.accuracy_matrix.forgetting_from_matrix` (the one the W&B
+    logger reports) on the same cells, so the runner and the logger agree.
     """
-    import numpy as np
-
-    from avalanche_mind.logging import forgetting_from_matrix
-
     if len(matrix) < 2:
         return None
     cells = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
@@ -82,6 +84,51 @@ def mean_matrix(matrices: Sequence[Matrix]) -> Matrix:
     """Element-wise mean over seeds (None where a cell is undefined)."""
     rows, cols = len(matrices[0]), len(matrices[0][0])
     return [[_mean([m[i][j] for m in matrices]) for j in range(cols)] for i in range(rows)]
+
+
+# ---------------------------------------------------------------- notes
+def run_notes(preset: Preset, stream: Dict[str, Any], result: Dict[str, Any]) -> List[str]:
+    """How the table was produced: budget, backbone and normalisation, PackNet's setup, what each figure means."""
+    strategies = result["strategies"]
+    notes = [preset.budget_note()]
+    norms = {entry["label"]: entry["normalisation"] for entry in strategies.values()}
+    notes.append(
+        "Backbone: the same network for every strategy ("
+        + f"{preset.model} {dict(preset.model_kwargs)}); normalisation per strategy: "
+        + "; ".join(f"{k}: {v}" for k, v in norms.items())
+        + ". PackNet uses GroupNorm(affine=False) in place of BatchNorm because Avalanche 0.6.0's "
+        "PackNetModel.wrap refuses modules with running statistics (and any norm with its own affine "
+        "parameters, which would be shared across tasks unprotected)."
+    )
+    if "packnet" in strategies:
+        notes.append(
+            "PackNet is Avalanche's PackNetModel + PackNetPlugin on a SupervisedTemplate (the PackNet "
+            "wrapper nests user plugins in a list, silently skipping them); prune proportions "
+            "1 - 1/(T - i) give every experience 1/T of each layer, like MIND's 'equal' capacity; "
+            + ("the classifier is multi-head (each task trains its own classes' rows, not pruned). "
+               if stream["scenario"] == "class" else "the classifier is pruned like every other layer. ")
+            + f"PackNet's TAg uses MIND's task inference (avalanche_mind.inference.predict): every task's "
+            f"mask on every input, max softmax of its output slice at temperature {preset.temperature}."
+        )
+    notes.append(
+        "TAw for single-head strategies (Naive, LwF, Joint) is the argmax restricted to the evaluated "
+        "experience's classes" + (" (the same as TAg here: every experience has every class)."
+                                  if stream["scenario"] == "domain" else ".")
+        + " TaskId (task-identification accuracy) exists only for MIND and PackNet."
+    )
+    notes.append(
+        "Accuracy: mean over test experiences after the last experience. Forgetting: mean over old "
+        "experiences of (best earlier accuracy - final accuracy), in points. Params kept: peak number of "
+        "parameters held (model + teacher / old-model copies). Other state: peak bytes of non-parameter "
+        "tensors held (BN statistics and snapshots, ownership maps, PackNet masks, recorded teacher "
+        "logits, weight-guard copies). Peak RSS: sampled process memory above its level at the "
+        "strategy's start."
+    )
+    if stream["scenario"] == "domain":
+        notes.append(f"Domain-incremental: every experience has the same {stream['num_classes']} classes; "
+                     "MIND's and PackNet's output slice is the whole classifier.")
+    notes.extend(preset.notes)
+    return notes
 
 
 # ---------------------------------------------------------------- writers
@@ -165,8 +212,7 @@ def write_csv(result: Dict[str, Any], path: Path) -> None:
 
 # ---------------------------------------------------------------- plots
 def _pyplot():
-    import matplotlib
-
+    """pyplot on the Agg backend (files only, no display), chosen when the first plot is drawn."""
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
@@ -204,8 +250,6 @@ def plot_curves(result: Dict[str, Any], path: Path) -> None:
 def plot_heatmap(matrix: Matrix, title: str, path: Path, row_labels: Sequence[str]) -> None:
     """TAg accuracy matrix: rows after training experience i, columns test experience j."""
     plt = _pyplot()
-    import numpy as np
-
     data = np.array([[np.nan if v is None else 100 * v for v in row] for row in matrix], dtype=float)
     rows, cols = data.shape
     fig, ax = plt.subplots(figsize=(1.0 + 0.55 * cols, 1.2 + 0.45 * rows))

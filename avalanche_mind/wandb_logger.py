@@ -1,4 +1,4 @@
-"""Weights & Biases logging for MIND (and the evaluator that feeds it).
+"""Weights & Biases logging for MIND, and the ``--wandb`` command-line options.
 
 :class:`MINDWandBLogger` is Avalanche's ``WandBLogger`` made to work with current
 wandb (0.31 removed ``wandb.util.generate_id`` and ``wandb.viz.CustomChart``,
@@ -25,97 +25,34 @@ W&B's own step counts log calls; each row carries its x axis as a key
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
-import struct
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
+import torch
+from avalanche.evaluation.metric_results import AlternativeValues, TensorImage
 from avalanche.logging import WandBLogger
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL.Image import Image
 
-from avalanche_mind.metrics import mind_evaluator  # noqa: F401 (re-exported)
+from avalanche_mind.accuracy_matrix import AccuracyMatrix, accuracy_matrix_figure, forgetting_from_matrix
 from avalanche_mind.progress import EpochLoss, current_lr
 
 if TYPE_CHECKING:
-    from avalanche.training.plugins import EvaluationPlugin
-
     from avalanche_mind.strategy import MIND
 
 WANDB_MODES = ("online", "offline", "disabled")
-
 
 _EXP_METRIC = re.compile(
     r"^Top1_(?P<kind>TAg|TAw|TaskId)_Acc_Exp/eval_phase/(?P<stream>\w+?)_stream/Task\d+/Exp(?P<exp>\d+)$"
 )
 
 
-@dataclass
-class AccuracyMatrix:
-    """Accuracy after training experience ``i`` (row) on test experience ``j`` (column); NaN where not measured."""
-
-    values: Dict[int, Dict[int, float]] = field(default_factory=dict)
-
-    def set(self, row: int, col: int, value: float) -> None:
-        self.values.setdefault(row, {})[col] = float(value)
-
-    def array(self, n_cols: Optional[int] = None) -> np.ndarray:
-        if not self.values:
-            return np.zeros((0, n_cols or 0))
-        rows = max(self.values) + 1
-        cols = n_cols or 1 + max(c for r in self.values.values() for c in r)
-        out = np.full((rows, cols), np.nan)
-        for r, row in self.values.items():
-            for c, v in row.items():
-                if c < cols:
-                    out[r, c] = v
-        return out
-
-
-def forgetting_from_matrix(matrix: np.ndarray) -> float:
-    """Mean over experiences ``j`` before the last row of ``max_{j<=i<last} A[i, j] - A[last, j]``."""
-    if matrix.shape[0] < 2:
-        return float("nan")
-    last = matrix.shape[0] - 1
-    drops = []
-    for j in range(min(last, matrix.shape[1])):
-        earlier = matrix[j:last, j]
-        earlier = earlier[~np.isnan(earlier)]
-        if earlier.size and not np.isnan(matrix[last, j]):
-            drops.append(float(earlier.max() - matrix[last, j]))
-    return float(np.mean(drops)) if drops else float("nan")
-
-
-def accuracy_matrix_figure(matrices: Mapping[str, np.ndarray], title: str = ""):
-    """A matplotlib figure with one annotated heatmap per matrix (e.g. ``{"TAg": A, "TAw": B}``)."""
-    from matplotlib.figure import Figure  # no pyplot: no backend or global figure state involved
-
-    n = len(matrices)
-    fig = Figure(figsize=(4.2 * n, 3.8), layout="constrained")
-    axes = fig.subplots(1, n, squeeze=False)[0]
-    for ax, (name, m) in zip(axes, matrices.items()):
-        image = ax.imshow(np.ma.masked_invalid(m), vmin=0.0, vmax=1.0, cmap="viridis")
-        ax.set_title(f"{name} accuracy")
-        ax.set_xlabel("test experience j")
-        ax.set_ylabel("after training experience i")
-        ax.set_xticks(range(m.shape[1]))
-        ax.set_yticks(range(m.shape[0]))
-        if m.size <= 400:
-            for (i, j), v in np.ndenumerate(m):
-                if not np.isnan(v):
-                    ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7,
-                            color="white" if v < 0.6 else "black")
-        fig.colorbar(image, ax=ax, shrink=0.8)
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-# ------------------------------------------------------------------ W&B
 def _generate_run_id(wandb_module) -> str:
     util = getattr(wandb_module, "util", None)
     if util is not None and hasattr(util, "generate_id"):
@@ -274,11 +211,6 @@ class MINDWandBLogger(WandBLogger):
     # -------------------------------------------------------- Avalanche API
     def _convert(self, value: Any) -> Any:
         """A value wandb can log, or None (Avalanche's rules, minus ``wandb.viz``)."""
-        import torch
-        from avalanche.evaluation.metric_results import AlternativeValues, TensorImage
-        from matplotlib.figure import Figure
-        from PIL.Image import Image
-
         chart = getattr(getattr(self.wandb, "plot", None), "CustomChart", None)
         supported = tuple(t for t in (Image, torch.Tensor, TensorImage, Figure, float, int, chart) if t is not None)
         if isinstance(value, AlternativeValues):
@@ -453,8 +385,6 @@ class MINDWandBLogger(WandBLogger):
 
 
 def _figure_to_array(figure) -> np.ndarray:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
     canvas = FigureCanvasAgg(figure)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
@@ -507,117 +437,3 @@ def wandb_logger_from_args(
     )
     kwargs.update(overrides)
     return MINDWandBLogger(**kwargs)
-
-
-# -------------------------------------------------- reading an offline run
-@dataclass
-class OfflineRun:
-    """What an offline run folder holds: its config, history rows, summary and files."""
-
-    path: Path
-    config: Dict[str, Any]
-    history: List[Dict[str, Any]]
-    summary: Dict[str, Any]
-    files: List[str]
-    complete: bool = True
-    """Whether the log ends with the run's ``exit`` record (the run was finished)."""
-
-    def keys(self) -> List[str]:
-        """Every key logged in the history, sorted."""
-        return sorted({k for row in self.history for k in row})
-
-
-def _records(path: Path) -> Iterable[bytes]:
-    """Records of a ``.wandb`` transaction log (LevelDB log format: 32 KiB blocks, 7-byte headers)."""
-    data = path.read_bytes()
-    if data[:4] != b":W&B":
-        raise ValueError(f"{path} is not a W&B transaction log")
-    block = 32768
-    pos, pending = 7, b""
-    while pos + 7 <= len(data):
-        left = block - pos % block
-        if left < 7:
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if length == 0 and kind == 0:
-            pos += left
-            continue
-        if pos + 7 + length > len(data):
-            return  # a record still being written
-        chunk = data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind == 1:
-            yield chunk
-        elif kind == 2:
-            pending = chunk
-        elif kind == 3:
-            pending += chunk
-        elif kind == 4:
-            yield pending + chunk
-            pending = b""
-
-
-def _item_key(item) -> str:
-    return ".".join(item.nested_key) if len(item.nested_key) else item.key
-
-
-def read_offline_run(run_dir: Union[str, os.PathLike], wait: float = 30.0) -> OfflineRun:
-    """Read back a local run folder (``wandb/offline-run-*``) without syncing it.
-
-    wandb 0.31 no longer ships a reader for its ``.wandb`` file, nor writes
-    ``wandb-summary.json`` offline; this parses the transaction log with wandb's
-    own protobuf definitions. wandb's service may still be writing the log for a
-    moment after ``run.finish()`` returns: this waits up to ``wait`` seconds for
-    the run's final ``exit`` record (``OfflineRun.complete`` says if it came).
-    """
-    import time
-
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    run_dir = Path(run_dir)
-    logs = sorted(run_dir.glob("*.wandb"))
-    if not logs:
-        raise FileNotFoundError(f"no .wandb file in {run_dir}")
-    deadline = time.monotonic() + wait
-    while True:
-        records = []
-        for raw in _records(logs[0]):
-            record = pb.Record()
-            record.ParseFromString(raw)
-            records.append(record)
-        complete = any(r.WhichOneof("record_type") == "exit" for r in records)
-        if complete or time.monotonic() >= deadline:
-            break
-        time.sleep(0.1)
-    config: Dict[str, Any] = {}
-    history: List[Dict[str, Any]] = []
-    summary: Dict[str, Any] = {}
-    for record in records:
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            for item in record.run.config.update:
-                config[_item_key(item)] = json.loads(item.value_json)
-        elif kind == "config":
-            for item in record.config.update:
-                config[_item_key(item)] = json.loads(item.value_json)
-        elif kind == "history":
-            history.append({_item_key(i): json.loads(i.value_json) for i in record.history.item})
-        elif kind == "summary":
-            for item in record.summary.update:
-                summary[_item_key(item)] = json.loads(item.value_json)
-    files = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
-    return OfflineRun(run_dir, config, history, summary, files, complete)
-
-
-__all__ = [
-    "AccuracyMatrix",
-    "MINDWandBLogger",
-    "OfflineRun",
-    "accuracy_matrix_figure",
-    "add_wandb_arguments",
-    "forgetting_from_matrix",
-    "mind_evaluator",
-    "read_offline_run",
-    "wandb_logger_from_args",
-]

@@ -1,0 +1,49 @@
+"""The ``avalanche-mind`` command: ``train``, ``evaluate`` and ``compare``.
+
+::
+
+    avalanche-mind train --benchmark glyphs --checkpoint runs/glyphs.pt --wandb --wandb-mode offline
+    avalanche-mind train --benchmark glyphs --checkpoint runs/glyphs.pt --resume   # after an interruption
+    avalanche-mind evaluate runs/glyphs.pt
+    avalanche-mind compare --help
+
+``avalanche-mind <command> --help`` explains every option. ``compare`` is the
+package's comparison runner (:mod:`avalanche_mind.runner`), with its own options.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Optional, Sequence
+
+from avalanche_mind.cli.evaluate import cmd_evaluate
+from avalanche_mind.cli.options import PROG
+from avalanche_mind.cli.parser import build_parser
+from avalanche_mind.cli.train import cmd_train
+from avalanche_mind.errors import CheckpointError, TrainingDivergedError
+from avalanche_mind.preflight import CLIError
+from avalanche_mind.runner.compare import main as compare
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``avalanche-mind`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "compare":  # the runner parses (and explains) its own options
+        return int(compare(argv[1:]) or 0)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    try:
+        return COMMANDS[args.command](args)
+    except (CLIError, CheckpointError, FileNotFoundError, ValueError) as error:
+        # User errors (bad option values, unknown names, missing or mismatched files,
+        # missing data sets) are reported as one line; the library raises ValueError
+        # for those by convention.
+        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except TrainingDivergedError as error:
+        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
+        return 1
+
+
+__all__ = ["build_parser", "main"]

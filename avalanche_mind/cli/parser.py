@@ -1,0 +1,165 @@
+"""The ``avalanche-mind`` parser: every option of ``train`` and ``evaluate``; ``compare`` hands its own on.
+
+Defaults quoted in the help are read from :data:`avalanche_mind.config.DEFAULTS`, the
+one place MIND's defaults are written.
+"""
+from __future__ import annotations
+
+import argparse
+
+from avalanche_mind.cli.options import PROG, add_benchmark_arguments, formatter, int_list
+from avalanche_mind.config import DEFAULTS
+from avalanche_mind.losses import DISTILL_LOSSES
+from avalanche_mind.models import MODEL_NAMES
+from avalanche_mind.settings import NEW_WEIGHTS, PAPER_SETTINGS
+from avalanche_mind.task_id import TASK_INFERENCE_RULES
+from avalanche_mind.wandb_logger import add_wandb_arguments
+
+
+def _default(name: str) -> str:
+    """MIND's default for ``name`` as the help shows it: 0.005, 35 or 70,90, js."""
+    value = DEFAULTS[name]
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``avalanche-mind`` parser with its ``train``, ``evaluate`` and ``compare`` commands."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        formatter_class=formatter,
+        description="MIND (Multi-Task Incremental Network Distillation) on Avalanche benchmarks.",
+        epilog="Run `avalanche-mind <command> --help` for the options of each command.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="<command>")
+    commands.required = True
+
+    # ---------------------------------------------------------------- train
+    train = commands.add_parser(
+        "train",
+        formatter_class=formatter,
+        help="train MIND on a benchmark, with checkpoints and optional W&B logging",
+        description="Train MIND on every experience of a benchmark's train stream, evaluating on the "
+        "test stream after each one. Options left out take the --preset's value if one is given, "
+        "else MIND's defaults (the paper's CIFAR-100 schedule; --paper for the paper's method exactly).",
+    )
+    add_benchmark_arguments(train, from_checkpoint=False)
+    train.add_argument(
+        "--preset",
+        default=None,
+        metavar="NAME",
+        help="take benchmark, model and hyperparameters from a comparison preset "
+        "(avalanche-mind compare --list-presets); explicit options override it",
+    )
+    model = train.add_argument_group("model")
+    model.add_argument(
+        "--model",
+        choices=MODEL_NAMES,
+        default=None,
+        help="backbone: auto (gresnet32, or gresnet32_64 for 64x64 inputs), gresnet32, gresnet32_64, "
+        "small_cnn, or resnet (configure with --model-arg blocks_per_stage=N); default: auto",
+    )
+    model.add_argument(
+        "--model-arg", action="append", default=None, metavar="KEY=VALUE",
+        help="keyword argument of the model builder, repeatable; e.g. width=8 for small_cnn",
+    )
+    mind = train.add_argument_group("MIND hyperparameters")
+    mind.add_argument("--teacher-epochs", type=int, default=None, metavar="N",
+                      help=f"epochs of the teacher phase (default {_default('teacher_epochs')})")
+    mind.add_argument("--teacher-lr", type=float, default=None, metavar="LR",
+                      help=f"AdamW learning rate of the teacher (default {_default('teacher_lr')})")
+    mind.add_argument("--teacher-milestones", type=int_list, default=None, metavar="E1,E2",
+                      help="teacher epochs at which the learning rate is multiplied by --lr-gamma "
+                           f"(default {_default('teacher_milestones')})")
+    mind.add_argument("--epochs", type=int, default=None, metavar="N",
+                      help=f"epochs of the distillation phase (default {_default('train_epochs')})")
+    mind.add_argument("--lr", type=float, default=None, metavar="LR",
+                      help=f"AdamW learning rate of distillation (default {_default('lr')})")
+    mind.add_argument("--milestones", type=int_list, default=None, metavar="E1,E2",
+                      help="distillation epochs at which the learning rate is multiplied by --lr-gamma "
+                           f"(default {_default('milestones')})")
+    mind.add_argument("--lr-gamma", type=float, default=None, metavar="GAMMA",
+                      help=f"learning-rate decay factor (default {_default('lr_gamma')})")
+    mind.add_argument("--weight-decay", type=float, default=None, metavar="WD",
+                      help=f"AdamW weight decay, both phases (default {_default('weight_decay')})")
+    mind.add_argument("--batch-size", type=int, default=None, metavar="N",
+                      help=f"training minibatch size (default {_default('train_mb_size')})")
+    mind.add_argument("--eval-batch-size", type=int, default=None, metavar="N",
+                      help=f"evaluation minibatch size (default {_default('eval_mb_size')})")
+    mind.add_argument("--beta", type=float, default=None, metavar="BETA",
+                      help=f"weight of the distillation term (default {_default('beta')})")
+    mind.add_argument("--distill-loss", choices=tuple(DISTILL_LOSSES), default=None,
+                      help=f"distillation divergence (default {_default('distill_loss')})")
+    mind.add_argument("--temperature", type=float, default=None, metavar="T",
+                      help=f"softmax temperature of the task-agnostic task choice (default {_default('temperature')})")
+    mind.add_argument("--task-inference", choices=TASK_INFERENCE_RULES, default=None,
+                      help="rule choosing the task without a task label (default: MIND's)")
+    mind.add_argument("--rejection", choices=("none", "rotation"), default=None,
+                      help="train-time rejection of foreign inputs (default: MIND's)")
+    mind.add_argument("--new-weights", choices=NEW_WEIGHTS, default=None,
+                      help=f"start of the weights given to experience t >= 1 (default {_default('new_weights')}; "
+                           f"the authors': {PAPER_SETTINGS['new_weights']})")
+    mind.add_argument("--paper", action="store_true",
+                      help="the paper's exact method (avalanche_mind.PAPER_SETTINGS) instead of MIND's defaults")
+    mind.add_argument("--self-distillation", action=argparse.BooleanOptionalAction, default=None,
+                      help="train the teacher in place on FREE weights, one network held (default: MIND's, on; "
+                           "--no-self-distillation: a fresh teacher, the paper's MIND)")
+    mind.add_argument("--no-weight-sharing", action="store_true",
+                      help="sub-network t uses only t's weights, not those of tasks 0..t")
+    mind.add_argument("--bn-first-task-only", action="store_true",
+                      help="ablation: train BatchNorm on the first experience only")
+    mind.add_argument("--capacity", default=None, metavar="equal|FRACTION",
+                      help="weights given to each experience: 'equal' (numel / n_experiences, default) "
+                      "or a fraction of the FREE weights, e.g. 0.2")
+    run = train.add_argument_group("run")
+    run.add_argument("--seed", type=int, default=0, metavar="SEED",
+                     help="seed of model initialisation, allocation and data order (default 0)")
+    run.add_argument("--device", default="cpu", metavar="DEVICE", help="torch device, e.g. cpu or cuda (default cpu)")
+    run.add_argument("--checkpoint", default=None, metavar="PATH",
+                     help="save MIND's whole state to PATH after every experience (atomic write)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from --checkpoint if it exists (same options as the interrupted run)")
+    run.add_argument("--results", default=None, metavar="JSON",
+                     help="write the final metrics and accuracy matrices to this JSON file")
+    run.add_argument("--quiet", action="store_true",
+                     help="print only the final line: no progress bars, no line per experience")
+    add_wandb_arguments(train)
+
+    # ------------------------------------------------------------- evaluate
+    evaluate = commands.add_parser(
+        "evaluate",
+        formatter_class=formatter,
+        help="evaluate a checkpoint (TAw, TAg, task identification) on a benchmark's test stream",
+        description="Load a checkpoint written by `avalanche-mind train` (or save_checkpoint) and report, "
+        "per test experience, task-aware (TAw) and task-agnostic (TAg) accuracy and how often the "
+        "task was identified. No strategy is built: this is avalanche_mind.predictor.Predictor.",
+    )
+    evaluate.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint file to evaluate")
+    add_benchmark_arguments(evaluate, from_checkpoint=True)
+    evaluate.add_argument("--model", choices=MODEL_NAMES, default=None,
+                          help="backbone (default: the one recorded in the checkpoint)")
+    evaluate.add_argument("--model-arg", action="append", default=None, metavar="KEY=VALUE",
+                          help="keyword argument of the model builder, repeatable (default: recorded ones)")
+    evaluate.add_argument("--temperature", type=float, default=None, metavar="T",
+                          help="task-choice temperature (default: the trained strategy's)")
+    evaluate.add_argument("--task-inference", choices=TASK_INFERENCE_RULES, default=None,
+                          help="task-choice rule (default: the trained strategy's)")
+    evaluate.add_argument("--batch-size", type=int, default=DEFAULTS["eval_mb_size"], metavar="N",
+                          help="evaluation minibatch size (default %(default)s)")
+    evaluate.add_argument("--device", default="cpu", metavar="DEVICE", help="torch device (default cpu)")
+    evaluate.add_argument("--json", default=None, metavar="PATH", help="also write the results to this JSON file")
+    evaluate.add_argument("--quiet", action="store_true",
+                          help="print only the final line (no table of per-experience results)")
+
+    # -------------------------------------------------------------- compare
+    compare = commands.add_parser(
+        "compare",
+        add_help=False,
+        formatter_class=formatter,
+        help="compare MIND with PackNet, LwF, Naive and Joint training (the comparison runner)",
+        description="Run the comparison runner (avalanche_mind.runner) with the given arguments; "
+        "`avalanche-mind compare --help` prints its own options.",
+    )
+    compare.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the comparison runner")
+    return parser

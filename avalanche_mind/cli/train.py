@@ -1,0 +1,242 @@
+"""``avalanche-mind train``: MIND on every experience of a benchmark, with checkpoints, resume and W&B.
+
+The run's MIND keywords come from the options (read under MIND's own names), else
+the ``--preset``'s values, else MIND's defaults; ``--paper`` starts from the paper's
+method instead of MIND's defaults.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+from avalanche_mind.checkpoint import CheckpointPlugin, load_checkpoint, read_checkpoint
+from avalanche_mind.cli.builders import benchmark_shape, build_benchmark, build_model
+from avalanche_mind.cli.options import MIND_OPTIONS, PROG, key_values
+from avalanche_mind.config import MINDConfig
+from avalanche_mind.metrics import mind_evaluator
+from avalanche_mind.preflight import CLIError, check_device, check_writable
+from avalanche_mind.runner.presets import get_preset
+from avalanche_mind.settings import PAPER_SETTINGS
+from avalanche_mind.strategy import MIND
+from avalanche_mind.wandb_logger import MINDWandBLogger, wandb_logger_from_args
+
+
+def resume_command(argv: Sequence[str]) -> str:
+    """The command line that resumes an interrupted ``train`` (the same one with ``--resume``)."""
+    argv = list(argv)
+    return shlex.join([PROG, *argv, *([] if "--resume" in argv else ["--resume"])])
+
+
+def _plain(value: Any) -> Any:
+    """Lists for milestones (as JSON and the checkpoint's record hold them)."""
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def resolve_train(args: argparse.Namespace) -> Dict[str, Any]:
+    """The run's settings: explicit options, else the preset's, else MIND's defaults."""
+    settings: Dict[str, Any] = {
+        "benchmark": args.benchmark,
+        "benchmark_kwargs": key_values(args.benchmark_arg, "--benchmark-arg"),
+        "model": args.model,
+        "model_kwargs": key_values(args.model_arg, "--model-arg"),
+    }
+    mind: Dict[str, Any] = dict(PAPER_SETTINGS) if args.paper else {}
+    if args.preset:
+        try:
+            preset = get_preset(args.preset)
+        except KeyError as error:
+            raise CLIError(str(error).strip("'\"")) from error
+        if settings["benchmark"] is None:
+            settings["benchmark"] = preset.benchmark
+            settings["benchmark_kwargs"] = {**dict(preset.benchmark_kwargs), **settings["benchmark_kwargs"]}
+        if settings["model"] is None:
+            settings["model"] = preset.model
+            settings["model_kwargs"] = {**dict(preset.model_kwargs), **settings["model_kwargs"]}
+        mind.update({key: _plain(value) for key, value in preset.mind_settings().items()})
+    if settings["benchmark"] is None:
+        raise CLIError("give --benchmark NAME (or --preset NAME)")
+    settings["model"] = settings["model"] or "auto"
+    for f in dataclasses.fields(MINDConfig):  # every MIND keyword with an option of its own
+        value = getattr(args, MIND_OPTIONS.get(f.name, f.name), None)
+        if value is not None and f.name != "capacity":
+            mind[f.name] = _plain(value)
+    if args.capacity is not None:
+        try:
+            mind["capacity"] = "equal" if args.capacity == "equal" else float(args.capacity)
+        except ValueError:
+            raise CLIError(f"--capacity must be 'equal' or a fraction such as 0.2, got {args.capacity!r}") from None
+    if mind.get("rejection") == "none":
+        mind["rejection"] = None
+    mind["weight_sharing"] = not args.no_weight_sharing
+    mind["bn_per_task"] = not args.bn_first_task_only
+    settings["mind"] = mind
+    settings["preset"] = args.preset
+    return settings
+
+
+def final_metrics(results: Dict[str, float]) -> Dict[str, float]:
+    """The test stream's TAg, TAw, TaskId and forgetting from ``eval``'s results."""
+    keys = {
+        "TAg": "Top1_TAg_Acc_Stream/",
+        "TAw": "Top1_TAw_Acc_Stream/",
+        "TaskId": "Top1_TaskId_Acc_Stream/",
+        "forgetting": "StreamForgetting/",
+    }
+    out = {}
+    for short, prefix in keys.items():
+        values = [float(v) for k, v in results.items() if k.startswith(prefix) and "test_stream" in k]
+        if values:
+            out[short] = values[0]
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train MIND on every experience, evaluating after each; checkpoint, resume and W&B as asked."""
+    settings = resolve_train(args)
+    if args.resume and not args.checkpoint:
+        raise CLIError("--resume needs --checkpoint PATH")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise CLIError("--batch-size must be >= 1")
+    # Everything that could fail after the work is checked before it starts.
+    check_device(args.device)
+    if args.checkpoint:
+        check_writable(args.checkpoint.replace("{experience}", "0"), "--checkpoint")
+    if args.results:
+        check_writable(args.results, "--results")
+    if getattr(args, "wandb", False) and getattr(args, "wandb_dir", None):
+        check_writable(args.wandb_dir, "--wandb-dir", folder=True)
+
+    torch.manual_seed(args.seed)
+    benchmark = build_benchmark(settings["benchmark"], args.data_root, settings["benchmark_kwargs"])
+    shape = benchmark_shape(benchmark)
+    model = build_model(settings["model"], shape["num_classes"], shape["in_channels"], shape["image_size"],
+                        settings["model_kwargs"])
+    train_stream, test_stream = benchmark.train_stream, benchmark.test_stream
+    record = {
+        "benchmark": settings["benchmark"],
+        "benchmark_kwargs": settings["benchmark_kwargs"],
+        "data_root": args.data_root,
+        "model": settings["model"],
+        "model_kwargs": settings["model_kwargs"],
+        "num_classes": shape["num_classes"],
+        "in_channels": shape["in_channels"],
+        "image_size": shape["image_size"],
+        "seed": args.seed,
+        "preset": settings["preset"],
+    }
+    config = {"benchmark": {"name": settings["benchmark"], "n_experiences": len(train_stream),
+                            **settings["benchmark_kwargs"], **shape},
+              "model_builder": {"name": settings["model"], **settings["model_kwargs"]},
+              "seed": args.seed, "preset": settings["preset"]}
+    logger: Optional[MINDWandBLogger] = wandb_logger_from_args(args, config)
+    plugins = []
+    if args.checkpoint:
+        plugins.append(CheckpointPlugin(args.checkpoint, extra={"cli": record}))
+    strategy = MIND(
+        model=model,
+        n_experiences=len(train_stream),
+        device=args.device,
+        plugins=plugins,
+        evaluator=mind_evaluator(logger, interactive=False),  # bars + one line per experience
+        seed=args.seed,
+        verbose=not args.quiet,
+        **settings["mind"],
+    )
+    start = 0
+    if args.resume and Path(args.checkpoint).is_file():
+        saved = read_checkpoint(args.checkpoint).extra.get("cli", {})
+        for key in ("benchmark", "benchmark_kwargs", "model", "model_kwargs", "seed"):
+            if key in saved and saved[key] != record[key]:
+                raise CLIError(
+                    f"--resume: the checkpoint was trained with {key}={saved[key]!r}, this run asks for "
+                    f"{record[key]!r}; use the interrupted run's options"
+                )
+        start = load_checkpoint(strategy, args.checkpoint).n_trained
+        if not args.quiet:
+            print(f"Resumed from {args.checkpoint}: {start} of {len(train_stream)} experiences trained.")
+    elif args.resume and not args.quiet:
+        print(f"No checkpoint at {args.checkpoint} yet: starting from the first experience.")
+
+    results: Dict[str, float] = {}
+    began = time.time()
+    test_sizes = {int(e.current_experience): len(e.dataset) for e in test_stream}
+
+    def saved_where() -> str:
+        saved = plugins[0].last_saved if plugins else None
+        if saved is None and args.checkpoint and Path(args.checkpoint).is_file():
+            saved = Path(args.checkpoint)
+        if saved is None:
+            return "nothing was saved (no --checkpoint, or none written yet)"
+        return f"the last checkpoint, {saved}, holds {read_trained(saved)} trained experience(s)"
+
+    def read_trained(path) -> str:
+        try:
+            return str(read_checkpoint(path).n_trained)
+        except Exception:  # noqa: BLE001 - a report, not a check
+            return "?"
+
+    try:
+        for experience in train_stream[start:]:
+            strategy.train(experience)
+            results = strategy.eval(test_stream)
+            if not args.quiet:
+                done = strategy.state.n_tasks
+                print(f"[{done}/{len(train_stream)}] " + seen_summary(results, strategy.state.experience_ids,
+                                                                     test_sizes))
+        if start >= len(train_stream) and not results:
+            results = strategy.eval(test_stream)
+    except KeyboardInterrupt:
+        print(f"\n{PROG} train: interrupted after {strategy.state.n_tasks} of {len(train_stream)} experiences; "
+              f"{saved_where()}.", file=sys.stderr)
+        if args.checkpoint:
+            print(f"Resume with: {resume_command(getattr(args, 'argv', []))}", file=sys.stderr)
+        return 130
+    except OSError as error:
+        where = f" {error.filename}" if error.filename else ""
+        raise CLIError(f"could not write{where}: {error.strerror or error}; {saved_where()}"
+                       + (f"; after freeing space, resume with: {resume_command(getattr(args, 'argv', []))}"
+                          if args.checkpoint else "")) from error
+    finally:
+        if logger is not None:
+            logger.finish()
+    final = final_metrics(results)
+    print("final: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()) + f" ({time.time() - began:.1f} s)")
+    if args.results:
+        out = {"settings": settings, "record": record, "final": final,
+               "metrics": {k: float(v) for k, v in results.items() if isinstance(v, (int, float))}}
+        if logger is not None:
+            out["accuracy_matrix"] = {k: logger.accuracy_matrix(k).tolist() for k in ("TAg", "TAw")}
+        try:
+            Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.results).write_text(json.dumps(out, indent=2, default=str))
+        except OSError as error:
+            raise CLIError(f"--results {args.results} could not be written ({error.strerror or error}); the "
+                           "final figures are printed above" + (f" and the trained model is in {args.checkpoint}"
+                                                                if args.checkpoint else "")) from error
+    return 0
+
+
+def seen_summary(results: Dict[str, float], trained_ids: Sequence[int], sizes: Dict[int, int]) -> str:
+    """TAg, TAw and TaskId over the trained test experiences only (sample-weighted, as the stream figures)."""
+    values: Dict[str, List[float]] = {"TAg": [], "TAw": [], "TaskId": []}
+    weights: Dict[str, List[int]] = {k: [] for k in values}
+    trained = sorted(set(int(i) for i in trained_ids))
+    for name, value in results.items():
+        for kind in values:
+            prefix = f"Top1_{kind}_Acc_Exp/eval_phase/test_stream/"
+            if name.startswith(prefix) and "/Exp" in name:
+                exp = int(name.rsplit("/Exp", 1)[1])
+                if exp in trained:
+                    values[kind].append(float(value) * sizes.get(exp, 1))
+                    weights[kind].append(sizes.get(exp, 1))
+    cells = [f"{k} {sum(v) / sum(weights[k]):.4f}" for k, v in values.items() if weights[k]]
+    n = len(trained)
+    return ", ".join(cells) + f" (on the {n} trained test experience{'s' if n != 1 else ''})"

@@ -1,0 +1,156 @@
+"""Avalanche's baselines as the comparison builds them: PackNet, LwF, Naive and Joint training.
+
+Every strategy gets the same backbone from :func:`avalanche_mind.models.build_model`,
+and only the changes a baseline needs:
+
+* **MIND**: the backbone with its Conv2d/Linear gated, BatchNorm kept.
+* **Naive, LwF, Joint**: the plain (ungated) backbone with BatchNorm.
+* **PackNet**: GroupNorm(affine=False) in place of BatchNorm (see :mod:`avalanche_mind.runner.packnet`).
+
+The baselines' budget is MIND's: ``teacher_epochs + train_epochs`` epochs per
+experience with MIND's teacher optimiser and the schedule :class:`EpochLR` derives.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Mapping, Sequence
+
+import torch
+from avalanche.core import SupervisedPlugin
+from avalanche.training import LwF, Naive
+from avalanche.training.supervised import JointTraining
+from torch import nn
+from torch.optim import Adam, AdamW
+
+from avalanche_mind.inference import Prediction
+from avalanche_mind.layers import batchnorm_modules
+from avalanche_mind.models import build_model
+from avalanche_mind.runner.packnet import PackNetTAg, packnet_backbone
+from avalanche_mind.strategy import experience_classes
+
+
+def normalisation_of(model: nn.Module) -> str:
+    """A short description of the normalisation layers in ``model``, for the report."""
+    kinds = {"BatchNorm (running statistics, affine)"} if batchnorm_modules(model) else set()
+    kinds.update(f"GroupNorm (affine={m.affine}, no running statistics)"
+                 for m in model.modules() if isinstance(m, nn.GroupNorm))
+    return ", ".join(sorted(kinds)) or "none"
+
+
+# ------------------------------------------------------------------ shared plugins
+class EpochLR(SupervisedPlugin):
+    """Sets the learning rate at the start of each epoch: ``lr * gamma ** (#milestones <= epoch)``.
+
+    Stateless on purpose: ``PackNetPlugin`` replaces the optimiser object at every
+    experience, which would orphan a ``torch.optim.lr_scheduler`` built on the old one.
+    """
+
+    def __init__(self, lr: float, milestones: Sequence[int], gamma: float) -> None:
+        super().__init__()
+        self.lr, self.milestones, self.gamma = lr, sorted(milestones), gamma
+
+    def before_training_epoch(self, strategy, **kwargs) -> None:
+        epoch = strategy.clock.train_exp_epochs
+        lr = self.lr * self.gamma ** sum(m <= epoch for m in self.milestones)
+        for group in strategy.optimizer.param_groups:
+            group["lr"] = lr
+
+
+class SingleHeadPrediction(SupervisedPlugin):
+    """Gives a single-head strategy MIND's ``last_prediction``, so ``mind_metrics`` score it too.
+
+    TAg is the plain argmax over every output; TAw is the argmax restricted to the
+    evaluated experience's classes (identical to TAg in domain-incremental streams);
+    there is no task identification (``eval_task = -1``: TaskId is not emitted).
+    """
+
+    def before_eval_exp(self, strategy, **kwargs) -> None:
+        strategy.eval_task = -1
+        classes = experience_classes(strategy.experience)
+        strategy.eval_classes = torch.tensor(classes, dtype=torch.long, device=strategy.device)
+
+    def after_eval_forward(self, strategy, **kwargs) -> None:
+        out = strategy.mb_output.detach()
+        classes = strategy.eval_classes
+        strategy.last_prediction = Prediction(
+            output=out,
+            tag_class=out.argmax(dim=1),
+            task=torch.zeros(len(out), dtype=torch.long, device=out.device),
+            taw_class=classes[out[:, classes].argmax(dim=1)],
+        )
+
+    def after_eval(self, strategy, **kwargs) -> None:
+        strategy.last_prediction = None
+
+
+# ------------------------------------------------------------------ builders
+def _adamw(model: nn.Module, lr: float, weight_decay: float) -> AdamW:
+    return AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
+def _common(ctx) -> Dict[str, Any]:
+    p = ctx.preset
+    return dict(
+        train_mb_size=p.batch_size,
+        train_epochs=p.baseline_epochs,
+        eval_mb_size=p.eval_batch_size,
+        device=ctx.device,
+        evaluator=ctx.evaluator,
+    )
+
+
+def _schedule(ctx) -> EpochLR:
+    p = ctx.preset
+    return EpochLR(p.teacher_lr, p.baseline_milestones, p.lr_gamma)
+
+
+def _single_head(strategy_class, ctx, **extra):
+    """A single-head baseline on the plain backbone: AdamW, the derived schedule, TAw/TAg scoring."""
+    p = ctx.preset
+    model = build_model(p.model, ctx.num_classes, ctx.in_channels, gated=False, **p.model_kwargs)
+    return strategy_class(
+        model=model, optimizer=_adamw(model, p.teacher_lr, p.weight_decay), criterion=nn.CrossEntropyLoss(),
+        plugins=[_schedule(ctx), SingleHeadPrediction(), *ctx.plugins], **_common(ctx), **extra,
+    )
+
+
+def build_naive(ctx):
+    return _single_head(Naive, ctx)
+
+
+def build_lwf(ctx):
+    return _single_head(LwF, ctx, alpha=ctx.preset.lwf_alpha, temperature=ctx.preset.lwf_temperature)
+
+
+def build_joint(ctx):
+    return _single_head(JointTraining, ctx)
+
+
+def build_packnet(ctx):
+    p = ctx.preset
+    if p.weight_decay:
+        raise ValueError(
+            "PackNet with weight_decay > 0 would move its frozen weights: PackNetModel only zeroes "
+            "their gradients, and AdamW's decoupled weight decay still shrinks them. Use weight_decay=0 "
+            "(the paper's setting) for the comparison."
+        )
+    model = packnet_backbone(
+        p.model, ctx.num_classes, ctx.in_channels, p.packnet_groups,
+        prune_classifier=ctx.scenario == "domain", **p.model_kwargs,
+    )
+    # Adam, not AdamW: PackNetPlugin re-creates the optimiser at every experience as
+    # ``optimizer.__class__(params, **optimizer.defaults)``, which torch's AdamW rejects
+    # (its defaults hold ``decoupled_weight_decay``). At weight decay 0 they are identical.
+    return PackNetTAg(
+        model=model, optimizer=Adam(model.parameters(), lr=p.teacher_lr), criterion=nn.CrossEntropyLoss(),
+        n_experiences=ctx.n_experiences, post_prune_epochs=p.train_epochs, temperature=p.temperature,
+        plugins=[_schedule(ctx), *ctx.plugins], **_common(ctx),
+    )
+
+
+BASELINES: Mapping[str, Callable] = {
+    "packnet": build_packnet,
+    "lwf": build_lwf,
+    "naive": build_naive,
+    "joint": build_joint,
+}
+"""``build(ctx: RunContext)`` -> the baseline strategy, by the runner's strategy name."""

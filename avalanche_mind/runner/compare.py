@@ -1,0 +1,148 @@
+"""The comparison's command line: ``avalanche-mind compare`` and ``python benchmarks/compare.py``.
+
+::
+
+    avalanche-mind compare                                 # glyphs-cpu: the offline default
+    avalanche-mind compare --preset glyphs-domain-cpu
+    avalanche-mind compare --preset cifar100 --data-root ~/data --seeds 0 1 2 --device cuda
+    avalanche-mind compare --tiny --out /tmp/smoke         # seconds; what the tests run
+    avalanche-mind compare --list-presets
+    avalanche-mind compare --tiny --strategies mind naive --wandb --wandb-mode offline
+
+Strategies: MIND (its defaults and the paper's method, and the ablation rungs on
+request), Avalanche's PackNet, LwF, Naive fine-tuning (lower bound) and Joint
+training (upper bound), all on the same backbone and data. The run writes
+``results.json`` (every figure and the accuracy matrices), ``results.csv``,
+``results.md`` (the table, also printed) and PNG plots under ``--out`` (default
+``results/<benchmark>-<timestamp>/``). With ``--wandb`` every (strategy, seed) is
+also one Weights & Biases run, grouped by the run name: its configuration (the
+preset, benchmark and strategy), the per-experience TAg/TAw/TaskId accuracies, the
+accuracy matrices (table and heatmap), forgetting, loss curves, and the final
+figures in the run's summary.
+
+Exit status: 0 on success, 2 when the benchmark's data is missing (the data
+module's message is printed, without a stack trace) or an argument is invalid
+(checked before any training: ``--set`` types, ``--device``, a writable ``--out``),
+1 when the results could not be written after all (the table is printed first,
+and every figure saved to a file in the temporary folder).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+
+from avalanche_mind.preflight import CLIError, check_device, check_writable
+from avalanche_mind.runner.loop import OutputError, WandBFactory, run
+from avalanche_mind.runner.presets import PRESETS, Preset, check_overrides, get_preset, with_overrides
+from avalanche_mind.runner.strategies import DEFAULT_STRATEGIES, LADDER, STRATEGIES
+from avalanche_mind.task_id import TASK_INFERENCE_RULES
+from avalanche_mind.wandb_logger import add_wandb_arguments, wandb_logger_from_args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="compare",
+        description="Compare MIND with PackNet, LwF, Naive and Joint training on one benchmark.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Presets: " + ", ".join(sorted(PRESETS)),
+    )
+    parser.add_argument("--preset", default="glyphs-cpu", help="configuration to run (default: glyphs-cpu)")
+    parser.add_argument("--tiny", action="store_true", help="the seconds-long smoke preset (same as --preset tiny)")
+    parser.add_argument("--benchmark", help="run the preset's settings on another benchmark name")
+    parser.add_argument("--data-root", help="folder holding the real benchmarks' files (and the glyph cache)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")
+    parser.add_argument("--strategies", nargs="+", default=list(DEFAULT_STRATEGIES), choices=list(STRATEGIES),
+                        metavar="NAME", help=f"strategies to run (default: {', '.join(DEFAULT_STRATEGIES)}; "
+                                             f"also the ablation rungs {', '.join(LADDER)})")
+    parser.add_argument("--out", type=Path, help="output folder (default: results/<benchmark>-<timestamp>/)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, or auto (default: cpu)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a preset field, e.g. --set temperature=4 (repeatable)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: 1 on cpu, where small models gain little from more and "
+                             "OpenMP's spinning threads slow down 5-8x on a shared, busy machine; torch's default on GPU)")
+    parser.add_argument("--rules", nargs="+", default=[], metavar="RULE",
+                        help="also evaluate each final MIND/PackNet model under these task-inference rules "
+                             "(max_confidence, entropy, max_logit, energy, zscore, likelihood_ratio): "
+                             "the same weights, only the TAg choice differs")
+    parser.add_argument("--list-presets", action="store_true", help="print the presets and exit")
+    parser.add_argument("--quiet", action="store_true", help="print only the final table")
+    wandb = add_wandb_arguments(parser)
+    wandb.description = (
+        "One W&B run per (strategy, seed), named <run name>-<strategy>-seed<seed>\n"
+        "and grouped by the run name (default: <preset>-<timestamp>)."
+    )
+    return parser
+
+
+def wandb_factory(args: argparse.Namespace, preset: Preset, stamp: str) -> Optional[WandBFactory]:
+    """``make_wandb_logger(name, seed, config)`` for :func:`run`, or None without ``--wandb``."""
+    if not args.wandb:
+        return None
+    group = args.wandb_run_name or f"{preset.name}-{stamp}"
+
+    def make(name: str, seed: int, config: Dict[str, Any]):
+        return wandb_logger_from_args(args, config, run_name=f"{group}-{name}-seed{seed}", group=group,
+                                      tags=[*args.wandb_tags, preset.name, name])
+
+    return make
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the comparison ``argv`` asks for; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.list_presets:
+        for name in sorted(PRESETS):
+            print(f"{name:20s} {PRESETS[name].description}")
+        return 0
+    unknown = [r for r in args.rules if r not in TASK_INFERENCE_RULES]
+    if unknown:
+        print(f"error: unknown --rules {unknown}; use some of {list(TASK_INFERENCE_RULES)}", file=sys.stderr)
+        return 2
+    try:
+        preset = get_preset("tiny" if args.tiny else args.preset)
+        if args.benchmark:
+            preset = dataclasses.replace(preset, benchmark=args.benchmark, benchmark_kwargs={})
+        base_preset = preset
+        preset = with_overrides(preset, args.overrides)
+        check_overrides(base_preset, preset)
+    except (KeyError, ValueError) as error:
+        print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
+        return 2
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    stamp = f"{_dt.datetime.now():%Y%m%d-%H%M%S}"
+    out = args.out or Path("results") / f"{preset.benchmark}-{stamp}"
+    try:  # before any training: a run must not end in a write that cannot happen
+        check_device(device)
+        check_writable(out, "--out", folder=True)
+        if args.wandb and args.wandb_dir:
+            check_writable(args.wandb_dir, "--wandb-dir", folder=True)
+    except CLIError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    threads = args.threads if args.threads is not None else (1 if device == "cpu" else None)
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+    def log(message: str) -> None:
+        if not args.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    try:
+        run(preset, seeds=args.seeds, strategies=args.strategies, out=out, data_root=args.data_root,
+            device=device, log=log, make_wandb_logger=wandb_factory(args, preset, stamp), rules=args.rules)
+    except OutputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as error:
+        print(f"error: the data of benchmark {preset.benchmark!r} is missing.\n{error}", file=sys.stderr)
+        return 2
+    return 0

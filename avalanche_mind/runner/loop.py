@@ -1,0 +1,275 @@
+"""The comparison itself: every strategy, every seed, on one benchmark, evaluated after each experience.
+
+After each training experience a strategy is evaluated on the whole test stream;
+the per-experience TAg/TAw/TaskId accuracies fill its accuracy matrices, from which
+:mod:`avalanche_mind.runner.report` derives every figure and writes the outputs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import gc
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import avalanche
+import torch
+from avalanche.training.plugins import EvaluationPlugin
+
+from avalanche_mind.data.registry import load_benchmark
+from avalanche_mind.metrics import mind_metrics
+from avalanche_mind.runner import report
+from avalanche_mind.runner.baselines import normalisation_of
+from avalanche_mind.runner.presets import Preset
+from avalanche_mind.runner.probes import MetricRow, PeakRSS, ResourceProbe, seed_everything
+from avalanche_mind.runner.strategies import STRATEGIES, RunContext, StrategySpec
+from avalanche_mind.strategy import experience_classes
+
+WandBFactory = Callable[[str, int, Dict[str, Any]], Any]
+"""``make_wandb_logger(name, seed, config)``: the W&B logger of one (strategy, seed) run (``--wandb``)."""
+
+
+class OutputError(Exception):
+    """The results could not be written where asked (the table was printed first)."""
+
+
+def describe_stream(benchmark) -> Dict[str, Any]:
+    """Number of experiences, classes, input channels and the scenario (class or domain)."""
+    train = list(benchmark.train_stream)
+    classes = [experience_classes(e) for e in train]
+    first_x = train[0].dataset[0][0]
+    domain = len(train) > 1 and all(set(c) == set(classes[0]) for c in classes)
+    return {
+        "n_experiences": len(train),
+        "n_test_experiences": len(list(benchmark.test_stream)),
+        "num_classes": max(max(c) for c in classes) + 1,
+        "in_channels": int(first_x.shape[0]),
+        "input_shape": list(first_x.shape),
+        "scenario": "domain" if domain else "class",
+        "classes_per_experience": [len(c) for c in classes],
+        "train_sizes": [len(e.dataset) for e in train],
+        "test_sizes": [len(e.dataset) for e in benchmark.test_stream],
+    }
+
+
+def wandb_config(name: str, spec: StrategySpec, base: RunContext, seed: int) -> Dict[str, Any]:
+    """What a W&B run of one (strategy, seed) records as its configuration."""
+    preset = base.preset
+    return {
+        "method": name,
+        "method_label": spec.label,
+        "seed": seed,
+        "device": base.device,
+        "preset": preset.to_dict(),
+        "benchmark": {"name": preset.benchmark, **dict(preset.benchmark_kwargs), "scenario": base.scenario,
+                      "n_experiences": base.n_experiences, "num_classes": base.num_classes,
+                      "in_channels": base.in_channels},
+    }
+
+
+def _row(values: Dict[int, float], n: int) -> List[Optional[float]]:
+    return [values.get(j) for j in range(n)]
+
+
+def _mean_of(values: Dict[int, float]) -> Optional[float]:
+    return sum(values.values()) / len(values) if values else None
+
+
+def run_strategy(
+    name: str,
+    spec: StrategySpec,
+    base: RunContext,
+    benchmark,
+    seed: int,
+    log: Callable[[str], None],
+    make_wandb_logger: Optional[WandBFactory] = None,
+    rules: Sequence[str] = (),
+) -> Dict[str, Any]:
+    """Train ``name`` on the stream, evaluate after each experience, measure time, memory and parameters.
+
+    ``rules``: task-inference rules under which the final model (MIND, PackNet) is also
+    evaluated, for the ablation: the same trained weights, only the TAg choice differs.
+    """
+    collector = MetricRow()
+    probe = ResourceProbe()
+    wandb_logger = make_wandb_logger(name, seed, wandb_config(name, spec, base, seed)) if make_wandb_logger else None
+    loggers = [collector] + ([wandb_logger] if wandb_logger is not None else [])
+    evaluator = EvaluationPlugin(*mind_metrics(experience=True, stream=False), loggers=loggers)
+    ctx = dataclasses.replace(base, seed=seed, evaluator=evaluator, plugins=[probe])
+    train_stream, test_stream = benchmark.train_stream, benchmark.test_stream
+    n_test = len(list(test_stream))
+    matrices: Dict[str, List[List[Optional[float]]]] = {"TAg": [], "TAw": [], "TaskId": []}
+    trained: List[int] = []
+    train_time = eval_time = 0.0
+
+    def evaluate(strategy) -> None:
+        nonlocal eval_time
+        collector.reset()
+        start = time.perf_counter()
+        strategy.eval(test_stream)
+        eval_time += time.perf_counter() - start
+        for kind in matrices:
+            matrices[kind].append(_row(collector.values[kind], n_test))
+
+    seed_everything(seed)
+    wall = time.perf_counter()
+    with PeakRSS() as rss:
+        strategy = spec.build(ctx)
+        model_params = sum(p.numel() for p in strategy.model.parameters())
+        if spec.joint:
+            start = time.perf_counter()
+            strategy.train(train_stream, eval_streams=[])
+            train_time += time.perf_counter() - start
+            trained.append(base.n_experiences)
+            evaluate(strategy)
+        else:
+            for i, experience in enumerate(train_stream):
+                start = time.perf_counter()
+                strategy.train(experience, eval_streams=[])
+                train_time += time.perf_counter() - start
+                trained.append(i + 1)
+                evaluate(strategy)
+                seen = report.seen_curve(matrices["TAg"][-1:], [i + 1])[0]
+                log(f"  [{name} seed {seed}] experience {i + 1}/{base.n_experiences}: TAg on seen "
+                    f"{100 * (seen or 0):.1f}%  ({time.perf_counter() - wall:.0f} s)")
+    normalisation = normalisation_of(strategy.model)
+    by_rule = evaluate_rules(strategy, rules, collector, test_stream) if hasattr(strategy, "task_inference") else {}
+    del strategy
+    gc.collect()
+    tag, taw, taskid = matrices["TAg"], matrices["TAw"], matrices["TaskId"]
+    run = {
+        "seed": seed,
+        "tag": report.final_accuracy(tag),
+        "taw": report.final_accuracy(taw),
+        "taskid": report.final_accuracy(taskid),
+        "forgetting_tag": report.forgetting(tag) if not spec.joint else None,
+        "forgetting_taw": report.forgetting(taw) if not spec.joint else None,
+        "params_model": model_params,
+        "params_kept": max(probe.params_kept, model_params),
+        "state_mb": probe.state_bytes / 2**20,
+        "peak_rss_mb": rss.increase_mb,
+        "train_time_s": train_time,
+        "eval_time_s": eval_time,
+        "wall_time_s": time.perf_counter() - wall,
+        "tag_matrix": tag,
+        "taw_matrix": taw,
+        "taskid_matrix": taskid,
+        "trained": trained,
+        "curve_tag": report.seen_curve(tag, trained),
+        "curve_taw": report.seen_curve(taw, trained),
+        "normalisation": normalisation,
+        "rules": by_rule,
+    }
+    if wandb_logger is not None:
+        if wandb_logger.run is not None:
+            wandb_logger.run.summary.update(
+                {f"final/{k}": run[k] for k in ("tag", "taw", "taskid", "forgetting_tag", "forgetting_taw",
+                                                 "params_model", "params_kept", "wall_time_s") if run[k] is not None}
+            )
+        wandb_logger.finish()
+    taw_text = "n/a" if run["taw"] is None else f"{100 * run['taw']:.1f}%"
+    log(f"  [{name} seed {seed}] done: TAg {100 * (run['tag'] or 0):.1f}%, TAw {taw_text}, "
+        f"{run['wall_time_s']:.0f} s")
+    return run
+
+
+def evaluate_rules(strategy, rules: Sequence[str], collector: MetricRow, test_stream) -> Dict[str, Dict[str, float]]:
+    """Final TAg/TAw/TaskId of the trained ``strategy`` under each task-inference rule."""
+    out: Dict[str, Dict[str, float]] = {}
+    trained_rule = strategy.task_inference
+    try:
+        for rule in rules:
+            strategy.task_inference = rule
+            collector.reset()
+            strategy.eval(test_stream)
+            out[rule] = {k.lower(): _mean_of(collector.values[k]) for k in ("TAg", "TAw", "TaskId")}
+    finally:
+        strategy.task_inference = trained_rule
+    return out
+
+
+def _mean_curve(curves: Sequence[Sequence[Optional[float]]]) -> List[Optional[float]]:
+    return [sum(x) / len(x) if None not in x else None for x in zip(*curves)]
+
+
+def run(
+    preset: Preset,
+    *,
+    seeds: Sequence[int],
+    strategies: Sequence[str],
+    out: Path,
+    data_root: Optional[str],
+    device: str,
+    log: Callable[[str], None],
+    make_wandb_logger: Optional[WandBFactory] = None,
+    rules: Sequence[str] = (),
+) -> Dict[str, Any]:
+    """Run every strategy with every seed, print the table, write every output under ``out``; returns the result.
+
+    FileNotFoundError (with the data module's message) when the benchmark's data is
+    missing; :class:`OutputError` when the outputs cannot be written (the table is
+    printed first, and every figure saved to a file in the temporary folder).
+    """
+    start = time.perf_counter()
+    log(f"Loading benchmark {preset.benchmark} ...")
+    benchmark = load_benchmark(preset.benchmark, data_root, **dict(preset.benchmark_kwargs))
+    stream = describe_stream(benchmark)
+    log(f"  {stream['scenario']}-incremental, {stream['n_experiences']} experiences, "
+        f"{stream['num_classes']} classes, train sizes {stream['train_sizes']}, "
+        f"loaded in {time.perf_counter() - start:.0f} s")
+    base = RunContext(
+        preset=preset, n_experiences=stream["n_experiences"], num_classes=stream["num_classes"],
+        in_channels=stream["in_channels"], scenario=stream["scenario"], device=device,
+    )
+    result: Dict[str, Any] = {
+        "benchmark": preset.benchmark,
+        "preset": preset.to_dict(),
+        "started": _dt.datetime.now().isoformat(timespec="seconds"),
+        "seeds": list(seeds),
+        "device": device,
+        **{k: stream[k] for k in ("scenario", "n_experiences", "num_classes")},
+        "stream": stream,
+        "environment": {
+            "python": platform.python_version(), "torch": torch.__version__,
+            "avalanche": getattr(avalanche, "__version__", "?"), "torch_threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "platform": platform.platform(),
+        },
+        "strategies": {},
+    }
+    for name in strategies:
+        spec = STRATEGIES[name]
+        log(f"Strategy {spec.label}")
+        runs = [run_strategy(name, spec, base, benchmark, seed, log, make_wandb_logger, rules) for seed in seeds]
+        result["strategies"][name] = {
+            "label": spec.label,
+            "normalisation": runs[0]["normalisation"],
+            "runs": runs,
+            **report.aggregate(runs),
+            "rules": report.aggregate_rules(runs),
+            "tag_matrix_mean": report.mean_matrix([r["tag_matrix"] for r in runs]),
+            "taw_matrix_mean": report.mean_matrix([r["taw_matrix"] for r in runs]),
+            "curves": {
+                "trained": runs[0]["trained"],
+                "curve_tag": _mean_curve([r["curve_tag"] for r in runs]),
+                "curve_taw": _mean_curve([r["curve_taw"] for r in runs]),
+            },
+        }
+    result["total_time_s"] = time.perf_counter() - start
+    result["notes"] = report.run_notes(preset, stream, result)
+    print(report.markdown_table(result), flush=True)  # before writing: a failed write loses no figure
+    try:
+        report.write_all(result, out)
+    except OSError as error:
+        fallback = Path(tempfile.gettempdir()) / f"compare-results-{_dt.datetime.now():%Y%m%d-%H%M%S}.json"
+        try:
+            report.write_json(result, fallback)
+            saved = f"every figure is saved in {fallback} instead"
+        except OSError:
+            saved = "the table above has the figures"
+        raise OutputError(f"could not write the results under {out} ({error.strerror or error}); {saved}") from error
+    log(f"Wrote {out}")
+    return result

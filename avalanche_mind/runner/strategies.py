@@ -1,0 +1,77 @@
+"""The strategies a comparison can run, by name: MIND's rows and Avalanche's baselines.
+
+A row of MIND is MIND's keywords on top of the preset's schedule: ``mind`` takes
+MIND's defaults (and the preset's ``mind_kwargs``), ``mind-paper`` the paper's method
+exactly (``PAPER_SETTINGS``), and the ablation rungs one change each from the paper.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Callable, Dict, List
+
+from avalanche_mind.models import build_model
+from avalanche_mind.runner.baselines import BASELINES
+from avalanche_mind.runner.presets import Preset
+from avalanche_mind.settings import PAPER_SETTINGS
+from avalanche_mind.strategy import MIND
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    label: str
+    build: Callable[["RunContext"], Any]
+    joint: bool = False
+    """Trained once on the whole stream (one accuracy-matrix row) instead of experience by experience."""
+
+
+@dataclass
+class RunContext:
+    """What a strategy builder needs; the same for every strategy of a run except the probes."""
+
+    preset: Preset
+    n_experiences: int
+    num_classes: int
+    in_channels: int
+    scenario: str  # "class" or "domain"
+    device: str
+    seed: int = 0
+    evaluator: Any = None
+    plugins: List[Any] = field(default_factory=list)
+
+
+def build_mind(ctx: RunContext, paper: bool = False, **variant: Any) -> MIND:
+    """MIND on the gated backbone with the preset's schedule; ``paper``: from ``PAPER_SETTINGS``, plus ``variant``."""
+    p = ctx.preset
+    if paper:
+        settings = {**PAPER_SETTINGS, **variant}
+    else:  # the defaults row: the preset may set MIND's keywords
+        settings = dict(variant) or dict(p.mind_kwargs)
+    model = build_model(p.model, ctx.num_classes, ctx.in_channels, **p.model_kwargs)
+    return MIND(model=model, n_experiences=ctx.n_experiences, **{**p.mind_settings(), **settings},
+                device=ctx.device, plugins=ctx.plugins, evaluator=ctx.evaluator, seed=ctx.seed)
+
+
+STRATEGIES: Dict[str, StrategySpec] = {
+    "mind": StrategySpec("MIND", build_mind),
+    "mind-paper": StrategySpec("MIND (paper's settings)", partial(build_mind, paper=True)),
+    # Rungs of the ablation ladder between the paper's method and the defaults.
+    "mind-paper-he": StrategySpec("MIND paper, He re-init of new weights",
+                                  partial(build_mind, paper=True, new_weights="random")),
+    "mind-paper-rotation": StrategySpec("MIND paper + rotation rejection",
+                                        partial(build_mind, paper=True, rejection="rotation")),
+    "mind-sd": StrategySpec("MIND self-distillation (paper's settings)",
+                            partial(build_mind, paper=True, self_distillation=True)),
+    "mind-packnet-like": StrategySpec(
+        "MIND PackNet-like (SD, beta 0, BN frozen)",
+        partial(build_mind, paper=True, self_distillation=True, beta=0.0, bn_per_task=False),
+    ),
+    "packnet": StrategySpec("PackNet", BASELINES["packnet"]),
+    "lwf": StrategySpec("LwF", BASELINES["lwf"]),
+    "naive": StrategySpec("Naive (lower bound)", BASELINES["naive"]),
+    "joint": StrategySpec("Joint (upper bound)", BASELINES["joint"], joint=True),
+}
+
+LADDER = ("mind-paper-he", "mind-paper-rotation", "mind-sd", "mind-packnet-like")
+"""Ablations (rungs between the paper's method and the defaults, and the paper's own): run on request."""
+DEFAULT_STRATEGIES = tuple(name for name in STRATEGIES if name not in LADDER)
