@@ -260,12 +260,10 @@ class MINDWandBLogger(WandBLogger):
         self._in_training = True
         if self.run is None or not hasattr(strategy, "ownership"):
             return
-        from avalanche_mind.checkpoint import mind_hyperparameters
-
         model = strategy.model
         self.run.config.update(
             {
-                "mind": mind_hyperparameters(strategy),
+                "mind": strategy.config.to_dict(),  # every hyperparameter, as checkpoints store them
                 "model": {
                     "class": type(model).__name__,
                     "parameters": int(sum(p.numel() for p in model.parameters())),
@@ -282,8 +280,8 @@ class MINDWandBLogger(WandBLogger):
         self._in_training = False
 
     def before_training_exp(self, strategy: "MIND", *args, **kwargs) -> None:
-        # The teacher phase ran in the TeacherPlugin's before_training_exp, which
-        # comes before the evaluator's: its per-epoch losses are ready.
+        # MIND trains the teacher before any plugin's before_training_exp (its
+        # check_model_and_optimizer step): the per-epoch losses are ready.
         teacher = getattr(strategy, "teacher_plugin", None)
         if teacher is None:
             return
