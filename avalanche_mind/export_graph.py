@@ -205,9 +205,9 @@ class TaskAgnosticModule(nn.Module):
             self.heads = nn.ModuleList([head for _, head in pairs])
         for t, classes in enumerate(slices):
             rows = torch.tensor(list(classes), dtype=torch.long)
-            self.register_buffer(f"slice_{t}", rows)
+            self.register_buffer(f"rows__{t}", rows)
             # Softmax of the slice placed in the full-width row by a 0/1 matrix: exact, no scatter needed.
-            self.register_buffer(f"place_{t}", F.one_hot(rows, num_classes).to(fc.weight.dtype))
+            self.register_buffer(f"place__{t}", F.one_hot(rows, num_classes).to(fc.weight.dtype))
         self.rule_keys = []
         for key, value in rule_constants(rule, statistics, self.n_tasks).items():
             self.register_buffer(f"rule__{key}", value)
@@ -220,7 +220,7 @@ class TaskAgnosticModule(nn.Module):
         self.folded = [n in plan.folds for n in self.layer_names]
         self.unfolded_bns = list(plan.unfolded_bns)
         for name in self.layer_names:
-            self.register_buffer(f"owner__{_key(name)}", plan.layers[name].owner.detach().clone())
+            self.register_buffer(f"owner__{_key(name)}", self._rank(plan.layers[name].owner))
             if name in plan.folds:
                 scales, shifts = zip(*(plan.scale_shift(t, name) for t in range(self.n_tasks)))
                 self.register_buffer(f"scale__{_key(name)}", torch.stack(scales))
@@ -231,16 +231,26 @@ class TaskAgnosticModule(nn.Module):
                 if per_task[0][key] is not None:
                     self.register_buffer(f"bn__{_key(bn)}__{key}", torch.stack([s[key] for s in per_task]))
         fc = plan.layers[classifier]
-        self.register_buffer("fc_weight", fc.weight.detach().clone())
-        self.register_buffer("fc_owner", fc.owner.detach().clone())
-        self.register_buffer("fc_bias", fc.bias.detach().clone() if fc.bias is not None else None)
+        self.register_buffer("fc__weight", fc.weight.detach().clone())
+        self.register_buffer("fc__owner", self._rank(fc.owner))
+        self.register_buffer("fc__bias", fc.bias.detach().clone() if fc.bias is not None else None)
 
-    def _task_tensors(self, t: int) -> Dict[str, Tensor]:
+    def _rank(self, owner: Tensor) -> Tensor:
+        """With weight sharing, task t uses the weights with ``0 <= owner <= t``: FREE (-1) is stored as the
+        dtype's largest value, so one comparison (``rank <= t``) selects them in the graph."""
+        owner = owner.detach().clone()
+        if self.weight_sharing:
+            owner[owner < 0] = torch.iinfo(owner.dtype).max
+        return owner
+
+    def _select(self, rank: Tensor, t: int, dtype: torch.dtype) -> Tensor:
+        return (rank <= t if self.weight_sharing else rank == t).to(dtype)
+
+    def _task_tensors(self, t: int, ranks: Dict[str, Tensor]) -> Dict[str, Tensor]:
         tensors: Dict[str, Tensor] = {}
         for name, folded in zip(self.layer_names, self.folded):
             layer = self.body.get_submodule(name)
-            weight = layer.weight * _mask(getattr(self, f"owner__{_key(name)}"), t, self.weight_sharing,
-                                          layer.weight.dtype)
+            weight = layer.weight * self._select(ranks[name], t, layer.weight.dtype)
             if folded:
                 scale = getattr(self, f"scale__{_key(name)}")[t]
                 weight = weight * scale.view(-1, *([1] * (weight.dim() - 1)))
@@ -256,22 +266,25 @@ class TaskAgnosticModule(nn.Module):
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         slice_logits: List[Tensor] = []
         features: List[Tensor] = []
+        if self.compact:  # widened once, compared once per task
+            ranks = {n: getattr(self, f"owner__{_key(n)}").to(torch.int32) for n in self.layer_names}
+            fc_rank = self.fc__owner.to(torch.int32)
         for t in range(self.n_tasks):
             if not self.compact:
                 feats = self.bodies[t](x)
                 slice_logits.append(self.heads[t](feats))
                 features.append(feats)
                 continue
-            feats = functional_call(self.body, self._task_tensors(t), (x,))
-            fc = self.fc_weight * _mask(self.fc_owner, t, self.weight_sharing, self.fc_weight.dtype)
-            rows = getattr(self, f"slice_{t}")
-            bias = self.fc_bias.index_select(0, rows) if self.fc_bias is not None else None
+            feats = functional_call(self.body, self._task_tensors(t, ranks), (x,))
+            fc = self.fc__weight * self._select(fc_rank, t, self.fc__weight.dtype)
+            rows = getattr(self, f"rows__{t}")
+            bias = self.fc__bias.index_select(0, rows) if self.fc__bias is not None else None
             slice_logits.append(F.linear(feats, fc.index_select(0, rows), bias))
             features.append(feats)
         constants = {k: getattr(self, f"rule__{k}") for k in self.rule_keys}
         task = choose_task(self.rule, self.temperature, slice_logits, features, constants)
         full = torch.stack(
-            [F.softmax(l, dim=1) @ getattr(self, f"place_{t}") for t, l in enumerate(slice_logits)], dim=1
+            [F.softmax(l, dim=1) @ getattr(self, f"place__{t}") for t, l in enumerate(slice_logits)], dim=1
         )  # B x T x C
         probabilities = full.gather(1, task.view(-1, 1, 1).expand(-1, 1, full.shape[2])).squeeze(1)
         return probabilities.argmax(dim=1), task, probabilities

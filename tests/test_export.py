@@ -52,11 +52,11 @@ def model():
     return small_cnn(N_CLASSES, width=WIDTH)
 
 
-def _strategy():
+def _strategy(**overrides):
     torch.manual_seed(0)
     return MIND(model=model(), n_experiences=N_EXP, teacher_epochs=2, train_epochs=2, train_mb_size=16,
                 eval_mb_size=64, lr=0.01, teacher_lr=0.01, temperature=2.0, milestones=[], teacher_milestones=[],
-                seed=0, evaluator=EvaluationPlugin(*mind_metrics(), loggers=[]))
+                seed=0, evaluator=EvaluationPlugin(*mind_metrics(), loggers=[]), **overrides)
 
 
 RECORD = {"model": "small_cnn", "model_kwargs": {"width": WIDTH}, "num_classes": N_CLASSES, "in_channels": 3,
@@ -141,6 +141,56 @@ def test_whole_predictor_in_one_graph_matches_the_predictor(trained, tmp_path, f
     assert len(set(reference(predictor, "all", inputs)[1].tolist())) == N_EXP  # every sub-network is exercised
     if exporter == "dynamo":  # raw weights once plus 1-byte owners, not one copy per task
         assert report.artefact_bytes < 2 * report.dense_float32_bytes + 200_000
+
+
+@pytest.mark.parametrize("fmt,exporter", WAYS)
+def test_a_resnet_with_shortcuts_exports_and_matches(tmp_path, fmt, exporter):
+    """Residual additions, strided option-A shortcuts and 2 BatchNorms per block (what gresnet32 has)."""
+    from avalanche_mind.layers import gate_model
+    from avalanche_mind.models import ResNet
+
+    def resnet():
+        torch.manual_seed(0)
+        return gate_model(ResNet(N_CLASSES, blocks_per_stage=1, widths=(4, 8, 8)))
+
+    benchmark = toy_class_incremental(n_experiences=N_EXP, classes_per_experience=2, per_class=8,
+                                      test_per_class=4, image_size=8, seed=1)
+    strategy = MIND(model=resnet(), n_experiences=N_EXP, teacher_epochs=1, train_epochs=1, train_mb_size=16,
+                    milestones=[], teacher_milestones=[], seed=0, evaluator=EvaluationPlugin(loggers=[]))
+    for experience in benchmark.train_stream:
+        strategy.train(experience, eval_streams=[])
+    path = tmp_path / "resnet.pt"
+    save_checkpoint(strategy, path)
+    inputs = torch.randn(40, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    for task in ("all", 2):
+        out = tmp_path / f"resnet_{task}{SUFFIX[fmt]}"
+        report = export_checkpoint(path, resnet(), out, format=fmt, task=task, inputs=inputs, exporter=exporter)
+        assert report.max_probability_difference <= 1e-5 and out.is_file()
+    if fmt == "onnx":
+        import onnx
+
+        ops = [n.op_type for n in onnx.load(str(tmp_path / "resnet_2.onnx")).graph.node]
+        assert "BatchNormalization" not in ops and ops.count("Conv") == 7  # stem + 2 per block, BN folded
+
+
+@pytest.mark.parametrize("fmt,exporter", WAYS)
+def test_without_weight_sharing_each_task_keeps_only_its_own_weights(trained, tmp_path, fmt, exporter):
+    path, _, inputs = trained
+    strategy = _strategy(weight_sharing=False)
+    benchmark = toy_class_incremental(n_experiences=N_EXP, classes_per_experience=2, per_class=10,
+                                      test_per_class=2, image_size=SIZE, seed=0)
+    for experience in benchmark.train_stream:
+        strategy.train(experience, eval_streams=[])
+    alone = tmp_path / "alone.pt"
+    save_checkpoint(strategy, alone)
+    assert _predictor(alone).weight_sharing is False
+    for task in ("all", 1):
+        export_checkpoint(alone, model(), tmp_path / f"alone_{task}{SUFFIX[fmt]}", format=fmt, task=task,
+                          inputs=inputs, exporter=exporter)
+    if fmt == "torchscript":
+        weights = torch.jit.load(str(tmp_path / "alone_1.pt")).state_dict()["4.weight"]
+        owner = _predictor(alone).ownership.layers["4"].owner
+        assert (weights[owner != 1] == 0).all() and (weights[owner == 1] != 0).float().mean() > 0.9
 
 
 def _export_every_rule(trained, tmp_path, fmt, exporter):
