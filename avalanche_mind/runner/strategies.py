@@ -19,6 +19,8 @@ from avalanche_mind.strategy import MIND
 
 @dataclass(frozen=True)
 class StrategySpec:
+    """A strategy as the runner knows it: its label in the table and how to build it for a run."""
+
     label: str
     build: Callable[["RunContext"], Any]
     joint: bool = False
