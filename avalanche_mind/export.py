@@ -24,7 +24,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +56,8 @@ class ExportReport:
     opset: Optional[int]
     verified_inputs: int
     max_probability_difference: float
+    tasks_exercised: int
+    """Distinct tasks the Predictor chose on the verification inputs (``all``; 1 for a single task)."""
     artefact_bytes: int
     artefact_gzip_bytes: int
     checkpoint_bytes: int
@@ -73,7 +75,9 @@ class ExportReport:
         return [
             f"wrote {self.path} ({self.format}, task {self.task}"
             + (f", task choice {self.task_inference})" if self.task == "all" else ")"),
-            f"verified on {self.verified_inputs} inputs against the Predictor: classes identical, "
+            f"verified on {self.verified_inputs} inputs against the Predictor"
+            + (f" ({self.tasks_exercised} of {self.metadata.get('n_tasks')} tasks chosen)" if self.task == "all" else "")
+            + ": classes identical, "
             f"max |probability difference| {self.max_probability_difference:.2e} (tolerance {PROBABILITY_TOLERANCE:g})",
             f"size: artefact {mib(self.artefact_bytes)} (gzip {mib(self.artefact_gzip_bytes)}), checkpoint "
             f"{mib(self.checkpoint_bytes)}, dense float32 weights {mib(self.dense_float32_bytes)}",
@@ -189,7 +193,7 @@ def export_checkpoint(
                 raise ExportError(f"unsupported layer {culprit[0]!r} ({culprit[1]}) cannot be exported to {format}: "
                                   f"{culprit[2]}") from error
             raise ExportError(f"the {format} export failed: {first_line(error)}") from error
-        difference = verify(tmp, format, predictor, task, inputs)
+        difference, exercised = verify(tmp, format, predictor, task, inputs)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -204,6 +208,7 @@ def export_checkpoint(
     return ExportReport(
         path=str(out), format=format, task=task, task_inference=predictor.task_inference, exporter=exporter,
         opset=metadata["opset"], verified_inputs=int(inputs.shape[0]), max_probability_difference=difference,
+        tasks_exercised=exercised,
         artefact_bytes=out.stat().st_size, artefact_gzip_bytes=_gzip_size(str(out)),
         checkpoint_bytes=Path(checkpoint).stat().st_size, dense_float32_bytes=4 * dense,
         weights_in_artefact=stored, subnetwork_weights=used, dropped_weights=dropped, metadata=metadata,
@@ -225,8 +230,10 @@ def reference(predictor, task: Union[int, str], x: Tensor):
     return predictor.predict(x, task).classes, None, F.softmax(predictor.logits(x, task)[:, s], dim=1)
 
 
-def verify(path: str, fmt: str, predictor, task: Union[int, str], inputs: Tensor) -> float:
-    """Run the artefact on ``inputs`` (whole, and one input alone: the batch is dynamic); max probability gap.
+def verify(path: str, fmt: str, predictor, task: Union[int, str], inputs: Tensor) -> Tuple[float, int]:
+    """Run the artefact on ``inputs`` (whole, and one input alone: the batch is dynamic).
+
+    Returns the largest probability gap and how many distinct tasks the Predictor chose.
 
     Raises :class:`VerificationError` when a class (or chosen task) differs or a
     probability is off by more than ``PROBABILITY_TOLERANCE``.
@@ -237,7 +244,7 @@ def verify(path: str, fmt: str, predictor, task: Union[int, str], inputs: Tensor
     except Exception as error:  # noqa: BLE001
         raise VerificationError(f"the written {fmt} file could not be loaded back ({first_line(error)}); "
                                 "it was deleted") from error
-    worst = 0.0
+    worst, exercised = 0.0, 1
     for batch in (inputs, inputs[:1]):
         classes, tasks, probabilities = reference(predictor, task, batch)
         try:
@@ -264,7 +271,9 @@ def verify(path: str, fmt: str, predictor, task: Union[int, str], inputs: Tensor
             raise VerificationError(f"the {fmt} file's probabilities differ from the Predictor's by {gap:.2e} "
                                     f"(> {PROBABILITY_TOLERANCE:g}); it was deleted")
         worst = max(worst, gap)
-    return worst
+        if tasks is not None:
+            exercised = max(exercised, len(set(tasks.tolist())))
+    return worst, exercised
 
 
 from avalanche_mind.export_cli import add_export_arguments, main, run_export  # noqa: E402 (re-exported)

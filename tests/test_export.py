@@ -139,6 +139,7 @@ def test_whole_predictor_in_one_graph_matches_the_predictor(trained, tmp_path, f
         assert (probabilities - want_probabilities).abs().max() <= 1e-5
         assert torch.allclose(probabilities.sum(1), torch.ones(len(batch)), atol=1e-5)
     assert len(set(reference(predictor, "all", inputs)[1].tolist())) == N_EXP  # every sub-network is exercised
+    assert report.tasks_exercised == N_EXP
     if exporter == "dynamo":  # raw weights once plus 1-byte owners, not one copy per task
         assert report.artefact_bytes < 2 * report.dense_float32_bytes + 200_000
 
