@@ -11,7 +11,7 @@ from avalanche_mind.cli.options import PROG, add_benchmark_arguments, formatter,
 from avalanche_mind.config import DEFAULTS
 from avalanche_mind.losses import DISTILL_LOSSES
 from avalanche_mind.models import MODEL_NAMES
-from avalanche_mind.settings import NEW_WEIGHTS, PAPER_SETTINGS
+from avalanche_mind.settings import NEW_WEIGHTS, PAPER_SETTINGS, REJECTIONS
 from avalanche_mind.task_id import TASK_INFERENCE_RULES
 from avalanche_mind.wandb_logger import add_wandb_arguments
 
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"softmax temperature of the task-agnostic task choice (default {_default('temperature')})")
     mind.add_argument("--task-inference", choices=TASK_INFERENCE_RULES, default=None,
                       help="rule choosing the task without a task label (default: MIND's)")
-    mind.add_argument("--rejection", choices=("none", "rotation"), default=None,
+    mind.add_argument("--rejection", choices=tuple(r or "none" for r in REJECTIONS), default=None,
                       help="train-time rejection of foreign inputs (default: MIND's)")
     mind.add_argument("--new-weights", choices=NEW_WEIGHTS, default=None,
                       help=f"start of the weights given to experience t >= 1 (default {_default('new_weights')}; "
