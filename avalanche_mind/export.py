@@ -17,12 +17,11 @@ lower accuracy in production.
 """
 from __future__ import annotations
 
-import argparse
 import gzip
 import os
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -32,7 +31,7 @@ from torch import Tensor, nn
 
 from avalanche_mind.export_graph import ExportError, TaskAgnosticModule, check_supported, single_task_module
 from avalanche_mind.export_formats import (
-    DEFAULT_OPSET, EXPORTERS, FORMATS, find_unsupported_layer, first_line, read_metadata, require_onnx, runner,
+    DEFAULT_OPSET, FORMATS, find_unsupported_layer, first_line, read_metadata, require_onnx, runner,
     write_onnx, write_torchscript,
 )
 

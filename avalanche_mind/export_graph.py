@@ -11,7 +11,9 @@ here hold everything as data instead:
   The raw weights are stored once, with the 1-byte ownership map; each task's
   weights are ``weight * (owner selects task) * bn_scale`` computed in the graph
   (ONNX Runtime folds these into constants when it loads the file), so the
-  artefact grows with the number of tasks only by the BatchNorm vectors.
+  file grows with the number of tasks by the BatchNorm vectors and the graph's
+  nodes, not by a copy of the weights. (Only for an exporter that allows
+  ``torch.func.functional_call``; TorchScript tracing gets one dense body per task.)
 """
 from __future__ import annotations
 
@@ -25,7 +27,6 @@ from torch.func import functional_call
 
 from avalanche_mind.export_rules import choose_task, rule_constants
 from avalanche_mind.layers import batchnorm_modules, gated_layers, ungate
-from avalanche_mind.task_id import STATISTICS_RULES
 
 _BN_KEYS = ("running_mean", "running_var", "weight", "bias")
 
