@@ -389,7 +389,7 @@ def test_new_benchmarks_have_cpu_presets_modelled_on_glyphs_domain_cpu():
     import dataclasses
 
     from avalanche_mind.data.real import BENCHMARKS
-    from benchmarks.presets import get_preset
+    from avalanche_mind.runner.presets import get_preset
 
     reference = dataclasses.asdict(get_preset("glyphs-domain-cpu"))
     for kind in NEW_BENCHMARKS:
