@@ -144,34 +144,46 @@ def test_whole_predictor_in_one_graph_matches_the_predictor(trained, tmp_path, f
         assert report.artefact_bytes < 2 * report.dense_float32_bytes + 200_000
 
 
-@pytest.mark.parametrize("fmt,exporter", WAYS)
-def test_a_resnet_with_shortcuts_exports_and_matches(tmp_path, fmt, exporter):
+def _resnet():
     """Residual additions, strided option-A shortcuts and 2 BatchNorms per block (what gresnet32 has)."""
     from avalanche_mind.layers import gate_model
     from avalanche_mind.models import ResNet
 
-    def resnet():
-        torch.manual_seed(0)
-        return gate_model(ResNet(N_CLASSES, blocks_per_stage=1, widths=(4, 8, 8)))
+    torch.manual_seed(0)
+    return gate_model(ResNet(N_CLASSES, blocks_per_stage=1, widths=(4, 8, 8)))
 
+
+def _with_biases():
+    """Biases everywhere, and a BatchNorm1d after a hidden Linear: kept as a BatchNorm with each task's snapshot."""
+    from avalanche_mind.layers import gate_model
+
+    torch.manual_seed(0)
+    return gate_model(nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+        nn.Linear(16, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, N_CLASSES)))
+
+
+@pytest.mark.parametrize("build,convs,batchnorms", [(_resnet, 7, 0), (_with_biases, 1, 1)], ids=["resnet", "biases"])
+@pytest.mark.parametrize("fmt,exporter", WAYS)
+def test_other_architectures_export_and_match(tmp_path, fmt, exporter, build, convs, batchnorms):
     benchmark = toy_class_incremental(n_experiences=N_EXP, classes_per_experience=2, per_class=8,
                                       test_per_class=4, image_size=8, seed=1)
-    strategy = MIND(model=resnet(), n_experiences=N_EXP, teacher_epochs=1, train_epochs=1, train_mb_size=16,
+    strategy = MIND(model=build(), n_experiences=N_EXP, teacher_epochs=1, train_epochs=1, train_mb_size=16,
                     milestones=[], teacher_milestones=[], seed=0, evaluator=EvaluationPlugin(loggers=[]))
     for experience in benchmark.train_stream:
         strategy.train(experience, eval_streams=[])
-    path = tmp_path / "resnet.pt"
+    path = tmp_path / "other.pt"
     save_checkpoint(strategy, path)
     inputs = torch.randn(40, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     for task in ("all", 2):
-        out = tmp_path / f"resnet_{task}{SUFFIX[fmt]}"
-        report = export_checkpoint(path, resnet(), out, format=fmt, task=task, inputs=inputs, exporter=exporter)
+        out = tmp_path / f"other_{task}{SUFFIX[fmt]}"
+        report = export_checkpoint(path, build(), out, format=fmt, task=task, inputs=inputs, exporter=exporter)
         assert report.max_probability_difference <= 1e-5 and out.is_file()
     if fmt == "onnx":
         import onnx
 
-        ops = [n.op_type for n in onnx.load(str(tmp_path / "resnet_2.onnx")).graph.node]
-        assert "BatchNormalization" not in ops and ops.count("Conv") == 7  # stem + 2 per block, BN folded
+        ops = [n.op_type for n in onnx.load(str(tmp_path / "other_2.onnx")).graph.node]
+        assert ops.count("Conv") == convs and ops.count("BatchNormalization") == batchnorms  # conv BNs folded
 
 
 @pytest.mark.parametrize("fmt,exporter", WAYS)
