@@ -7,11 +7,10 @@ parsed arguments) and ``python -m avalanche_mind.export`` works on its own.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 from avalanche_mind.task_id import TASK_INFERENCE_RULES
 
@@ -20,34 +19,13 @@ _TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".torchscript")
 
 
 def _cli():
-    """The main CLI's public builders (``avalanche_mind.cli`` package, or the older single module)."""
-    helpers = {}
-    try:
-        from avalanche_mind.cli.builders import benchmark_shape, build_benchmark, build_model
-        from avalanche_mind.preflight import CLIError
-    except ImportError:  # pragma: no cover - the single-module layout
-        from avalanche_mind.cli import CLIError, benchmark_shape, build_benchmark, build_model
-    try:
-        from avalanche_mind.cli.options import key_values
-    except ImportError:  # pragma: no cover
-        key_values = _key_values
-    helpers.update(benchmark_shape=benchmark_shape, build_benchmark=build_benchmark, build_model=build_model,
-                   CLIError=CLIError, key_values=key_values)
-    return argparse.Namespace(**helpers)
+    """The main CLI's public builders and option parser, so that export builds models exactly as evaluate does."""
+    from avalanche_mind.cli.builders import benchmark_shape, build_benchmark, build_model
+    from avalanche_mind.cli.options import key_values
+    from avalanche_mind.preflight import CLIError
 
-
-def _model_names() -> Optional[Sequence[str]]:
-    try:
-        from avalanche_mind.models.registry import MODEL_NAMES
-
-        return MODEL_NAMES
-    except ImportError:  # pragma: no cover - the single-module layout
-        try:
-            from avalanche_mind.cli import MODELS
-
-            return MODELS
-        except ImportError:
-            return None
+    return argparse.Namespace(benchmark_shape=benchmark_shape, build_benchmark=build_benchmark,
+                              build_model=build_model, key_values=key_values, CLIError=CLIError)
 
 
 def _shape(text: str) -> List[int]:
@@ -73,8 +51,9 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
                         help="T: sub-network T alone (input -> logits of its classes); all (default): every "
                         "sub-network and the task choice (input -> class id, task, probabilities)")
     model = parser.add_argument_group("model (as for `avalanche-mind evaluate`)")
-    names = _model_names()
-    model.add_argument("--model", choices=names, default=None,
+    from avalanche_mind.models import MODEL_NAMES
+
+    model.add_argument("--model", choices=MODEL_NAMES, default=None,
                        help="backbone (default: the one recorded in the checkpoint)")
     model.add_argument("--model-arg", action="append", default=None, metavar="KEY=VALUE",
                        help="keyword argument of the model builder, repeatable (default: recorded ones)")
@@ -105,20 +84,6 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the report to this JSON file")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     return parser
-
-
-def _key_values(items: Optional[Sequence[str]], option: str) -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"{option} expects KEY=VALUE, got {item!r}")
-        key, text = item.split("=", 1)
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text
-        out[key.strip().replace("-", "_")] = value
-    return out
 
 
 def _benchmark_inputs(benchmark, count: int):
