@@ -42,7 +42,7 @@ def require_onnx(exporter: Optional[str]) -> str:
     if exporter == "dynamo" and not _importable("onnxscript"):
         missing.append("onnxscript")
     if missing:
-        raise ExportError(f"ONNX export needs {', '.join(missing)}, which are not installed: {INSTALL_HINT}")
+        raise ExportError(f"ONNX export needs {', '.join(missing)} (not installed): {INSTALL_HINT}")
     return exporter
 
 
