@@ -5,7 +5,6 @@ and onnxscript for torch's default exporter) and are skipped without it.
 """
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 
@@ -17,9 +16,10 @@ from torch import nn
 
 from avalanche_mind import MIND, mind_metrics, small_cnn
 from avalanche_mind.checkpoint import CheckpointError, save_checkpoint
+from avalanche_mind.cli import main as cli_main
 from avalanche_mind.data.toy import toy_class_incremental
 from avalanche_mind.export import (
-    ExportError, VerificationError, add_export_arguments, export_checkpoint, main, reference, run_export,
+    ExportError, VerificationError, export_checkpoint, main, reference,
 )
 from avalanche_mind.export_formats import read_metadata, runner
 from avalanche_mind.predictor import Predictor
@@ -299,12 +299,11 @@ def test_command_line(trained, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "bad.pt").exists()
-    # How `avalanche-mind export` is wired: the same options on a sub-command.
-    parser = argparse.ArgumentParser(prog="avalanche-mind")
-    add_export_arguments(parser.add_subparsers(dest="command").add_parser("export"))
-    args = parser.parse_args(["export", str(path), "--out", str(tmp_path / "all.pt"), "--quiet"])
-    assert run_export(args) == 0 and (tmp_path / "all.pt").is_file()
-    assert capsys.readouterr().out == ""
+    # The same through the console command `avalanche-mind export`.
+    assert cli_main(["export", str(path), "--out", str(tmp_path / "all.pt"), "--quiet"]) == 0
+    assert (tmp_path / "all.pt").is_file() and capsys.readouterr().out == ""
+    assert cli_main(["export", str(path), "--task", "9", "--out", str(tmp_path / "bad.pt")]) == 2
+    assert "out of range" in capsys.readouterr().err
 
 
 def test_help(capsys):

@@ -1,4 +1,4 @@
-"""The ``avalanche-mind`` command: ``train``, ``evaluate`` and ``compare``.
+"""The ``avalanche-mind`` command: ``train``, ``evaluate``, ``compare`` and ``export``.
 
 ::
 
@@ -6,6 +6,7 @@
     avalanche-mind train --benchmark glyphs --checkpoint runs/glyphs.pt --resume   # after an interruption
     avalanche-mind evaluate runs/glyphs.pt
     avalanche-mind compare --help
+    avalanche-mind export runs/glyphs.pt --format onnx --task all --out mind.onnx
 
 ``avalanche-mind <command> --help`` explains every option. ``compare`` is the
 package's comparison runner (:mod:`avalanche_mind.runner`), with its own options.
@@ -20,10 +21,11 @@ from avalanche_mind.cli.options import PROG
 from avalanche_mind.cli.parser import build_parser
 from avalanche_mind.cli.train import cmd_train
 from avalanche_mind.errors import CheckpointError, TrainingDivergedError
+from avalanche_mind.export_cli import run_export
 from avalanche_mind.preflight import CLIError
 from avalanche_mind.runner.compare import main as compare
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "export": run_export}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -9,6 +9,7 @@ import argparse
 
 from avalanche_mind.cli.options import PROG, add_benchmark_arguments, formatter, int_list
 from avalanche_mind.config import DEFAULTS
+from avalanche_mind.export_cli import add_export_arguments
 from avalanche_mind.losses import DISTILL_LOSSES
 from avalanche_mind.models import MODEL_NAMES
 from avalanche_mind.settings import NEW_WEIGHTS, PAPER_SETTINGS, REJECTIONS
@@ -162,4 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
         "`avalanche-mind compare --help` prints its own options.",
     )
     compare.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the comparison runner")
+
+    # --------------------------------------------------------------- export
+    export = commands.add_parser(
+        "export",
+        formatter_class=formatter,
+        help="export a checkpoint to ONNX or TorchScript (one sub-network or all), verified against the Predictor",
+        description="Write one sub-network (--task T) or the whole task-agnostic predictor (--task all) as ONNX "
+        "or TorchScript; the file is run back and compared with the Predictor before it is kept.",
+    )
+    add_export_arguments(export)
     return parser
