@@ -29,8 +29,8 @@ def subparsers(parser):
 def test_every_option_of_every_command_is_explained(capsys):
     parser = cli.build_parser()
     commands = subparsers(parser)
-    assert set(commands) == {"train", "evaluate", "compare"}
-    for name in ("train", "evaluate"):
+    assert set(commands) == {"train", "evaluate", "compare", "export"}
+    for name in ("train", "evaluate", "export"):
         for action in commands[name]._actions:
             assert action.help and len(action.help) > 10, f"{name} {action.option_strings} has no help"
         with pytest.raises(SystemExit) as exit_info:
