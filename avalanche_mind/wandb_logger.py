@@ -28,6 +28,8 @@ import argparse
 import math
 import os
 import re
+import socket
+import urllib.parse
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Union
@@ -131,6 +133,7 @@ class MINDWandBLogger(WandBLogger):
             self.import_wandb()
         if self.init_kwargs is None:
             self.init_kwargs = {}
+        check_wandb_reachable(self.init_kwargs.get("mode"))
         run_id = self.init_kwargs.get("id") or os.environ.get("WANDB_RUN_ID") or _generate_run_id(self.wandb)
         self.init_kwargs["id"] = run_id
         self.run = self.wandb.init(**self.init_kwargs)
@@ -412,6 +415,27 @@ def add_wandb_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
     group.add_argument("--wandb-dir", default=None, metavar="DIR",
                        help="folder for wandb's local files (default: ./wandb)")
     return group
+
+
+def check_wandb_reachable(mode: Optional[str], timeout: float = 5.0) -> None:
+    """In online mode, fail in seconds when the W&B server cannot be reached (wandb itself waits ~100 s).
+
+    The server is ``WANDB_BASE_URL`` (default https://api.wandb.ai); offline and
+    disabled modes need no network and are not checked.
+    """
+    mode = mode or os.environ.get("WANDB_MODE") or "online"
+    if mode not in ("online", "run"):
+        return
+    url = urllib.parse.urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as error:
+        raise ValueError(
+            f"W&B online mode cannot reach {url.scheme}://{url.hostname}:{port} ({error.strerror or error}): "
+            "log offline with --wandb-mode offline (and upload later with `wandb sync <run folder>`), "
+            "or turn logging off with --wandb-mode disabled"
+        ) from error
 
 
 def wandb_logger_from_args(

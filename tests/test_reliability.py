@@ -213,6 +213,17 @@ def test_wandb_dir_unwritable(tmp_path, capsys):
     assert code == 2 and f"--wandb-dir {blocker} is a file, not a folder" in err
 
 
+def test_wandb_online_without_a_server_fails_in_seconds_and_names_offline_mode(tmp_path, capsys, monkeypatch):
+    import time
+
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    start = time.monotonic()
+    code, out, err = run_cli(["train", *TINY, "--wandb", "--wandb-mode", "online", "--wandb-dir", tmp_path], capsys)
+    assert time.monotonic() - start < 60  # wandb's own timeout is about 100 s
+    assert code == 2 and "cannot reach http://127.0.0.1:9" in err and "--wandb-mode offline" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_ctrl_c_says_where_the_checkpoint_is_and_how_to_resume(tmp_path, capsys, monkeypatch):
     ckpt = tmp_path / "run.pt"
     real_train = MIND.train
