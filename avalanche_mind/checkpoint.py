@@ -121,7 +121,10 @@ def mind_hyperparameters(strategy: "MIND") -> Dict[str, Any]:
 
 def checkpoint_payload(strategy: "MIND", extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Everything :func:`save_checkpoint` writes: ``strategy.state_dict()``, the random states and ``extra``."""
-    body = {**strategy.state_dict(), "rng": _rng_state(), "extra": plain(dict(extra or {}))}
+    rng = _rng_state()
+    if getattr(strategy, "training_rng", None) is not None:  # saved during evaluation: training's states
+        rng.update({k: v for k, v in strategy.training_rng.items() if k == "torch" or v})
+    body = {**strategy.state_dict(), "rng": rng, "extra": plain(dict(extra or {}))}
     return {"format": FORMAT, "version": FORMAT_VERSION, "digest": _digest(body), "body": body}
 
 

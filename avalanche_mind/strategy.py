@@ -168,6 +168,7 @@ class MIND(SupervisedTemplate):
         self.verbose = verbose
         self.scheduler: Optional[MultiStepLR] = None
         self.eval_task = -1
+        self.training_rng: Optional[Dict[str, Any]] = None  # torch random states outside an evaluation
         self.last_prediction: Optional[Prediction] = None
         self._bank: Optional[SubnetworkBank] = None
         self._slice_cache: Dict[int, Tensor] = {}
@@ -407,6 +408,27 @@ class MIND(SupervisedTemplate):
         super()._after_training_epoch(**kwargs)
 
     # ----------------------------------------------------------- inference
+    def eval(self, exp_list, **kwargs):
+        """Avalanche's ``eval``, leaving the torch random generators as it found them.
+
+        Evaluation draws from them (each data loader takes a seed): without this a run
+        that evaluates between experiences would train differently from one that does
+        not, and a run resumed from a checkpoint written before an interrupted
+        evaluation would not continue exactly. A checkpoint written during evaluation
+        stores :attr:`training_rng`, the state training continues from.
+        """
+        if self.training_rng is not None:  # nested (periodic) evaluation: the outer call restores
+            return super().eval(exp_list, **kwargs)
+        cuda = torch.device(self.device).type == "cuda"
+        self.training_rng = {"torch": torch.get_rng_state(), "cuda": list(torch.cuda.get_rng_state_all()) if cuda else []}
+        try:
+            return super().eval(exp_list, **kwargs)
+        finally:
+            torch.set_rng_state(self.training_rng["torch"])
+            if cuda:
+                torch.cuda.set_rng_state_all(self.training_rng["cuda"])
+            self.training_rng = None
+
     def _before_eval(self, **kwargs) -> None:
         # Masked weights and BatchNorm state per sub-network: built once per eval.
         self._bank = None

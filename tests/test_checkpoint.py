@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+from avalanche.core import SupervisedPlugin
 from avalanche.evaluation.metrics import forgetting_metrics
 from avalanche.training.plugins import EvaluationPlugin
 
@@ -143,11 +144,14 @@ def test_plugin_refreshes_the_checkpoint_after_evaluation(tmp_path):
     path = tmp_path / "exp{experience}.pt"
     benchmark, strategy = build([CheckpointPlugin(path)])
     strategy.train(benchmark.train_stream[0])
-    after_training = read_checkpoint(tmp_path / "exp0.pt").body["rng"]["torch"]
-    strategy.eval(benchmark.test_stream)  # evaluation draws random numbers (DataLoader seeds)
-    after_eval = read_checkpoint(tmp_path / "exp0.pt").body["rng"]["torch"]
-    assert not torch.equal(after_training, after_eval)
-    assert torch.equal(after_eval, torch.get_rng_state())
+    after_training = read_checkpoint(tmp_path / "exp0.pt").body
+    strategy.eval(benchmark.test_stream)  # the metrics (forgetting's first accuracies) now hold state
+    after_eval = read_checkpoint(tmp_path / "exp0.pt").body
+    assert after_eval["evaluator"] != after_training["evaluator"]
+    assert after_eval["evaluator"]["last_metric_results"]
+    # Evaluation leaves the random state alone: the refreshed file continues training from the same one.
+    assert torch.equal(after_eval["rng"]["torch"], after_training["rng"]["torch"])
+    assert torch.equal(after_eval["rng"]["torch"], torch.get_rng_state())
 
 
 def corrupt_copies(path, tmp_path):
@@ -245,3 +249,48 @@ def test_state_dict_round_trip_restores_everything_mind_remembers(saved):
     _, wrong = build(beta=2.0)
     with pytest.raises(CheckpointError, match="beta"):
         wrong.load_state_dict(state)
+
+
+class _KilledDuringEval(BaseException):
+    pass
+
+
+class _KillEval(SupervisedPlugin):
+    """Interrupts the first evaluation half-way, as a SIGKILL after the checkpoint would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = True
+
+    def after_eval_iteration(self, strategy, **kwargs) -> None:
+        if self.armed:
+            self.armed = False
+            raise _KilledDuringEval()
+
+
+def test_resume_after_a_kill_during_evaluation_equals_uninterrupted_run(tmp_path):
+    benchmark, uninterrupted = build()
+    expected = run(benchmark, uninterrupted, benchmark.train_stream)
+
+    path = tmp_path / "mind.pt"
+    benchmark, first = build([CheckpointPlugin(path), _KillEval()])
+    with pytest.raises(_KilledDuringEval):
+        run(benchmark, first, benchmark.train_stream[:1])  # dies in the evaluation after experience 0
+    del first
+
+    benchmark, resumed = build()
+    assert load_checkpoint(resumed, path).n_trained == 1
+    # Straight on to the next experience: the interrupted evaluation is not redone.
+    got = run(benchmark, resumed, benchmark.train_stream[1:])
+    tag = [k for k in expected if k.startswith("Top1_TAg_Acc_Stream")]
+    assert tag and all(got[k] == expected[k] for k in tag)
+    for (name, a), (_, b) in zip(uninterrupted.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_evaluation_leaves_the_training_random_state_untouched():
+    benchmark, strategy = build()
+    strategy.train(benchmark.train_stream[0])
+    before = torch.get_rng_state()
+    strategy.eval(benchmark.test_stream)
+    assert torch.equal(torch.get_rng_state(), before)
