@@ -17,19 +17,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Union
 
-import numpy as np
 import torch
 from avalanche.core import SupervisedPlugin
 from torch import Tensor
 
 from avalanche_mind.distributed import is_main_process
 from avalanche_mind.errors import CheckpointError
+from avalanche_mind.random_state import set_rng_state, training_rng_state
 from avalanche_mind.strategy_state import check_model_matches, plain
 
 if TYPE_CHECKING:
@@ -39,52 +38,6 @@ PathLike = Union[str, os.PathLike]
 
 FORMAT = "avalanche-mind-checkpoint"
 FORMAT_VERSION = 1
-
-
-# ------------------------------------------------------------------ random states
-def _rng_state() -> Dict[str, Any]:
-    np_state = np.random.get_state()
-    py_version, py_internal, py_gauss = random.getstate()
-    state: Dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "kind": str(np_state[0]),
-            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-        "python": {
-            "version": int(py_version),
-            "internal": torch.tensor(py_internal, dtype=torch.int64),
-            "has_gauss": py_gauss is not None,
-            "gauss_next": float(py_gauss) if py_gauss is not None else 0.0,
-        },
-        "cuda": [],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = list(torch.cuda.get_rng_state_all())
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np_state = state["numpy"]
-    np.random.set_state(
-        (
-            np_state["kind"],
-            np_state["keys"].numpy().astype(np.uint32),
-            int(np_state["pos"]),
-            int(np_state["has_gauss"]),
-            float(np_state["cached_gaussian"]),
-        )
-    )
-    py = state["python"]
-    gauss_next = py["gauss_next"] if py["has_gauss"] else None
-    random.setstate((int(py["version"]), tuple(int(v) for v in py["internal"].tolist()), gauss_next))
-    cuda = state.get("cuda") or []
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
 
 
 def _digest(value: Any) -> str:
@@ -121,10 +74,7 @@ def mind_hyperparameters(strategy: "MIND") -> Dict[str, Any]:
 
 def checkpoint_payload(strategy: "MIND", extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Everything :func:`save_checkpoint` writes: ``strategy.state_dict()``, the random states and ``extra``."""
-    rng = _rng_state()
-    if getattr(strategy, "training_rng", None) is not None:  # saved during evaluation: training's states
-        rng.update({k: v for k, v in strategy.training_rng.items() if k == "torch" or v})
-    body = {**strategy.state_dict(), "rng": rng, "extra": plain(dict(extra or {}))}
+    body = {**strategy.state_dict(), "rng": training_rng_state(strategy), "extra": plain(dict(extra or {}))}
     return {"format": FORMAT, "version": FORMAT_VERSION, "digest": _digest(body), "body": body}
 
 
@@ -280,7 +230,7 @@ def load_checkpoint(
     checkpoint = read_checkpoint(path)
     strategy.load_state_dict(checkpoint.body, strict=strict, source=checkpoint.path)
     if restore_rng:
-        _set_rng_state(checkpoint.body["rng"])
+        set_rng_state(checkpoint.body["rng"])
     return checkpoint
 
 

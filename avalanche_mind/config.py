@@ -56,7 +56,42 @@ def _check_bool(name: str, value: Any) -> None:
 
 @dataclass(frozen=True)
 class MINDConfig:
-    """Every hyperparameter of a MIND run (see :class:`~avalanche_mind.MIND` for their meaning).
+    """Every hyperparameter of a MIND run, with its meaning and its default.
+
+    :param n_experiences: how many experiences the model's capacity is split into
+        (``capacity="equal"``), or, with a fractional ``capacity``, only an upper
+        bound on the number of experiences (it sizes the int8/int16 ownership map);
+        training one experience more is refused in both cases.
+    :param teacher_epochs: epochs of the teacher phase; ``train_epochs``: epochs of
+        the distillation phase.
+    :param beta: weight of the distillation term. ``distill_loss``: "js", "kl",
+        "cosine" or "l2". ``temperature``: softmax temperature of the TAg task choice.
+    :param self_distillation: train the teacher in place on FREE weights (one
+        network held) instead of a fresh copy of the model.
+    :param weight_sharing: sub-network t uses weights of tasks 0..t (True) or only t.
+    :param bn_per_task: one BatchNorm snapshot per experience (True) or task 0's only.
+    :param task_inference: how the TAg choice picks a sub-network: "max_confidence" (the
+        paper's), "entropy", "max_logit", "energy", "zscore", "likelihood_ratio" or
+        "shared_foreign" (the last three use score statistics gathered from training
+        data; see :mod:`avalanche_mind.task_id`).
+    :param new_weights: "zero": with weight sharing, weights newly given to experience
+        t >= 1 start at zero, so its student starts as sub-network t-1 (the authors'
+        code); "random": He-normal re-initialisation.
+    :param rejection: train-time rejection of foreign inputs: None (the paper) or
+        "rotation": in both phases, each batch rotated by 90/180/270 degrees is also
+        shown to the network with a uniform target on the output slice (outlier
+        exposure with surrogate foreign inputs), weighted by ``rejection_weight``.
+    :param lr, milestones, lr_gamma, weight_decay: the distillation optimiser's (AdamW)
+        learning rate, reset at every experience, and MultiStepLR stepped once per epoch;
+        ``teacher_lr``, ``teacher_milestones``: the teacher phase's.
+    :param train_mb_size, eval_mb_size: minibatch sizes of training and evaluation.
+    :param capacity: "equal" (numel // n_experiences per layer, the paper's rule,
+        which needs the stream length in advance) or a float ``f`` in (0, 1): each
+        experience gets the fraction ``f`` of the weights still FREE in every layer
+        (experience ``t`` about ``f * (1 - f) ** t`` of it), which needs no stream
+        length: for example ``capacity=0.1, n_experiences=100`` trains any stream of up
+        to 100 experiences.
+    :param optimizer, teacher_optimizer: class names of the optimisers in use (recorded).
 
     The schedule and optimiser defaults are the paper's CIFAR-100/10 settings;
     ``self_distillation``, ``new_weights`` and ``task_inference`` default to the best

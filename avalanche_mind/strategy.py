@@ -48,6 +48,7 @@ from avalanche_mind.plugins.gating import GatingPlugin
 from avalanche_mind.plugins.statistics import ScoreStatisticsPlugin
 from avalanche_mind.plugins.teacher import IndexedDataset, OptimizerFactory, TeacherPlugin
 from avalanche_mind.progress import DistillationProgressPlugin
+from avalanche_mind.random_state import training_rng_kept
 from avalanche_mind.settings import PAPER_SETTINGS  # noqa: F401 (re-exported)
 from avalanche_mind.state import MINDState, experience_classes  # noqa: F401 (re-exported)
 from avalanche_mind.strategy_state import load_strategy_state, roll_back, rollback_point, strategy_state
@@ -62,46 +63,19 @@ class MIND(SupervisedTemplate):
     :param model: any model with Conv2d/Linear layers; gated in place if it is not
         already (see :func:`avalanche_mind.gate_model`). Its last Linear layer is the
         classifier, whose width bounds the class ids.
-    :param n_experiences: how many experiences the model's capacity is split into
-        (``capacity="equal"``), or, with a fractional ``capacity``, only an upper
-        bound on the number of experiences (it sizes the int8/int16 ownership map);
-        training one experience more is refused in both cases.
-    :param teacher_epochs: epochs of the teacher phase; ``train_epochs``: epochs of
-        the distillation phase.
-    :param beta: weight of the distillation term. ``distill_loss``: "js", "kl",
-        "cosine" or "l2". ``temperature``: softmax temperature of the TAg task choice.
-    :param self_distillation: train the teacher in place on FREE weights (one
-        network held) instead of a fresh copy of the model.
-    :param weight_sharing: sub-network t uses weights of tasks 0..t (True) or only t.
-    :param bn_per_task: one BatchNorm snapshot per experience (True) or task 0's only.
-    :param task_inference: how the TAg choice picks a sub-network: "max_confidence" (the
-        paper's), "entropy", "max_logit", "energy", "zscore", "likelihood_ratio" or
-        "shared_foreign" (the last three use score statistics gathered from training
-        data; see :mod:`avalanche_mind.task_id`).
-    :param new_weights: "zero": with weight sharing, weights newly given to experience
-        t >= 1 start at zero, so its student starts as sub-network t-1 (the authors'
-        code); "random": He-normal re-initialisation.
-    :param rejection: train-time rejection of foreign inputs: None (the paper) or
-        "rotation": in both phases, each batch rotated by 90/180/270 degrees is also
-        shown to the network with a uniform target on the output slice (outlier
-        exposure with surrogate foreign inputs), weighted by ``rejection_weight``.
     :param optimizer: distillation optimiser (default AdamW(lr, weight_decay)); its
         state and learning rate are reset at every experience, and MultiStepLR
         (``milestones``, ``lr_gamma``) steps it once per epoch.
     :param teacher_optimizer: callable ``params -> Optimizer`` for the teacher phase
         (default AdamW(teacher_lr, weight_decay)); MultiStepLR(``teacher_milestones``).
-    :param capacity: "equal" (numel // n_experiences per layer, the paper's rule,
-        which needs the stream length in advance) or a float ``f`` in (0, 1): each
-        experience gets the fraction ``f`` of the weights still FREE in every layer
-        (experience ``t`` about ``f * (1 - f) ** t`` of it), which needs no stream
-        length: for example ``capacity=0.1, n_experiences=100`` trains any stream of up
-        to 100 experiences.
     :param seed: seed of the allocation and teacher initialisation (default:
         ``torch.initial_seed()``).
     :param verbose: show a progress bar (loss, learning rate) for each phase of each experience.
 
-    The hyperparameters are validated once into :attr:`config` (a :class:`MINDConfig`),
-    which checkpoints store whole and W&B logs.
+    Every other keyword is a hyperparameter, documented and validated once in
+    :class:`~avalanche_mind.config.MINDConfig` (:attr:`config`), which checkpoints
+    store whole and W&B logs; ``device``, ``plugins``, ``evaluator``, ``eval_every``
+    and further keywords are Avalanche's.
     """
 
     def __init__(
@@ -409,25 +383,10 @@ class MIND(SupervisedTemplate):
 
     # ----------------------------------------------------------- inference
     def eval(self, exp_list, **kwargs):
-        """Avalanche's ``eval``, leaving the torch random generators as it found them.
-
-        Evaluation draws from them (each data loader takes a seed): without this a run
-        that evaluates between experiences would train differently from one that does
-        not, and a run resumed from a checkpoint written before an interrupted
-        evaluation would not continue exactly. A checkpoint written during evaluation
-        stores :attr:`training_rng`, the state training continues from.
-        """
-        if self.training_rng is not None:  # nested (periodic) evaluation: the outer call restores
+        """Avalanche's ``eval``, leaving the random state training continues from untouched
+        (see :mod:`avalanche_mind.random_state`)."""
+        with training_rng_kept(self):
             return super().eval(exp_list, **kwargs)
-        cuda = torch.device(self.device).type == "cuda"
-        self.training_rng = {"torch": torch.get_rng_state(), "cuda": list(torch.cuda.get_rng_state_all()) if cuda else []}
-        try:
-            return super().eval(exp_list, **kwargs)
-        finally:
-            torch.set_rng_state(self.training_rng["torch"])
-            if cuda:
-                torch.cuda.set_rng_state_all(self.training_rng["cuda"])
-            self.training_rng = None
 
     def _before_eval(self, **kwargs) -> None:
         # Masked weights and BatchNorm state per sub-network: built once per eval.
