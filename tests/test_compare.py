@@ -49,7 +49,7 @@ def test_every_strategy_runs_and_every_output_is_written(tiny_run):
     out, stdout, result = tiny_run
     # By default: MIND (defaults and the paper's), the baselines and the bounds; ablations on request.
     defaults = compare.build_parser().parse_args([]).strategies
-    assert defaults == ["mind", "mind-paper", "packnet", "lwf", "naive", "joint"]
+    assert defaults == ["mind", "mind-paper", "packnet", "lwf", "ewc", "si", "naive", "joint"]
     assert set(defaults) | set(LADDER) == set(ALL)
     assert list(result["strategies"]) == ALL
     for name in ("results.json", "results.csv", "results.md", "accuracy_curves.png",
@@ -169,7 +169,7 @@ def test_baselines_get_mind_s_budget():
                                                  "milestones=1"])
     ctx = RunContext(preset=preset, n_experiences=3, num_classes=6, in_channels=3, scenario="class", device="cpu")
     lr, gamma = preset.teacher_lr, preset.lr_gamma
-    for name in ("packnet", "lwf", "naive", "joint"):
+    for name in ("packnet", "lwf", "ewc", "si", "naive", "joint"):
         strategy = STRATEGIES[name].build(ctx)
         assert strategy.train_epochs == 5, name
         schedule = next(p for p in strategy.plugins if isinstance(p, EpochLR))

@@ -1,14 +1,17 @@
-"""Avalanche's baselines as the comparison builds them: PackNet, LwF, Naive and Joint training.
+"""Avalanche's baselines as the comparison builds them: PackNet, LwF, EWC, SI, Naive and Joint training.
 
 Every strategy gets the same backbone from :func:`avalanche_mind.models.build_model`,
 and only the changes a baseline needs:
 
 * **MIND**: the backbone with its Conv2d/Linear gated, BatchNorm kept.
-* **Naive, LwF, Joint**: the plain (ungated) backbone with BatchNorm.
+* **Naive, LwF, EWC, SI, Joint**: the plain (ungated) backbone with BatchNorm, one head.
 * **PackNet**: GroupNorm(affine=False) in place of BatchNorm (see :mod:`avalanche_mind.runner.packnet`).
 
 The baselines' budget is MIND's: ``teacher_epochs + train_epochs`` epochs per
 experience with MIND's teacher optimiser and the schedule :class:`EpochLR` derives.
+Each baseline's own hyperparameters (LwF's alpha and temperature, EWC's and SI's
+lambda, PackNet's learning rate and prune point) are preset fields, tuned on a
+validation split by :mod:`avalanche_mind.runner.tuning`.
 """
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ from typing import Any, Callable, Dict, Mapping, Sequence
 
 import torch
 from avalanche.core import SupervisedPlugin
-from avalanche.training import LwF, Naive
+from avalanche.training import EWC, LwF, Naive
+from avalanche.training.plugins import SynapticIntelligencePlugin
 from avalanche.training.supervised import JointTraining
 from torch import nn
 from torch.optim import Adam, AdamW
@@ -82,6 +86,32 @@ class SingleHeadPrediction(SupervisedPlugin):
         strategy.last_prediction = None
 
 
+class SynapticIntelligenceCopies(SynapticIntelligencePlugin):
+    """Avalanche 0.6.0's SI with its weight snapshots copied, so that it works on the CPU.
+
+    ``SynapticIntelligencePlugin.extract_weights`` stores ``param.detach().cpu().flatten()``:
+    on a CUDA device a copy, on the CPU a view of the parameter itself. The optimiser
+    then moves the "old" weights with the live ones, every path-integral step
+    ``grad * (new - old)`` is zero, the importances stay zero and the anchor follows
+    the weights: SI trains exactly as Naive fine-tuning. Copying the two snapshots
+    the plugin keeps across a step (the anchor at the start of each experience and
+    the weights before each iteration) restores the method.
+    """
+
+    def before_training_exp(self, strategy, **kwargs) -> None:
+        super().before_training_exp(strategy, **kwargs)
+        _own(self.ewc_data[0])
+
+    def before_training_iteration(self, strategy, **kwargs) -> None:
+        super().before_training_iteration(strategy, **kwargs)
+        _own(self.syn_data["old_theta"])
+
+
+def _own(snapshots) -> None:
+    for value in snapshots.values():
+        value.data = value.data.clone()
+
+
 # ------------------------------------------------------------------ builders
 def _adamw(model: nn.Module, lr: float, weight_decay: float) -> AdamW:
     return AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -98,18 +128,22 @@ def _common(ctx) -> Dict[str, Any]:
     )
 
 
-def _schedule(ctx) -> EpochLR:
+def _schedule(ctx, lr: float) -> EpochLR:
     p = ctx.preset
-    return EpochLR(p.teacher_lr, p.baseline_milestones, p.lr_gamma)
+    return EpochLR(lr, p.baseline_milestones, p.lr_gamma)
 
 
-def _single_head(strategy_class, ctx, **extra):
-    """A single-head baseline on the plain backbone: AdamW, the derived schedule, TAw/TAg scoring."""
+def _single_head(strategy_class, ctx, *method: SupervisedPlugin, **extra):
+    """A single-head baseline on the plain backbone: AdamW, the derived schedule, TAw/TAg scoring.
+
+    ``method``: plugins that make the method (e.g. SI's) on a plain ``Naive`` template.
+    """
     p = ctx.preset
     model = build_model(p.model, ctx.num_classes, ctx.in_channels, gated=False, **p.model_kwargs)
     return strategy_class(
         model=model, optimizer=_adamw(model, p.teacher_lr, p.weight_decay), criterion=nn.CrossEntropyLoss(),
-        plugins=[_schedule(ctx), SingleHeadPrediction(), *ctx.plugins], **_common(ctx), **extra,
+        plugins=[*method, _schedule(ctx, p.teacher_lr), SingleHeadPrediction(), *ctx.plugins],
+        **_common(ctx), **extra,
     )
 
 
@@ -119,6 +153,16 @@ def build_naive(ctx):
 
 def build_lwf(ctx):
     return _single_head(LwF, ctx, alpha=ctx.preset.lwf_alpha, temperature=ctx.preset.lwf_temperature)
+
+
+def build_ewc(ctx):
+    """EWC with one penalty per past experience (Avalanche's ``separate`` mode, the original EWC)."""
+    return _single_head(EWC, ctx, ewc_lambda=ctx.preset.ewc_lambda, mode="separate")
+
+
+def build_si(ctx):
+    """Avalanche's ``SynapticIntelligence`` strategy (a template plus its plugin), with the plugin's CPU fix."""
+    return _single_head(Naive, ctx, SynapticIntelligenceCopies(si_lambda=ctx.preset.si_lambda))
 
 
 def build_joint(ctx):
@@ -133,6 +177,10 @@ def build_packnet(ctx):
             "their gradients, and AdamW's decoupled weight decay still shrinks them. Use weight_decay=0 "
             "(the paper's setting) for the comparison."
         )
+    lr, post_prune = p.packnet_schedule()
+    if not 0 < post_prune < p.baseline_epochs:
+        raise ValueError(f"PackNet's post-prune epochs must be between 1 and {p.baseline_epochs - 1} (of "
+                         f"{p.baseline_epochs} epochs per experience), got {post_prune}")
     model = packnet_backbone(
         p.model, ctx.num_classes, ctx.in_channels, p.packnet_groups,
         prune_classifier=ctx.scenario == "domain", **p.model_kwargs,
@@ -141,15 +189,17 @@ def build_packnet(ctx):
     # ``optimizer.__class__(params, **optimizer.defaults)``, which torch's AdamW rejects
     # (its defaults hold ``decoupled_weight_decay``). At weight decay 0 they are identical.
     return PackNetTAg(
-        model=model, optimizer=Adam(model.parameters(), lr=p.teacher_lr), criterion=nn.CrossEntropyLoss(),
-        n_experiences=ctx.n_experiences, post_prune_epochs=p.train_epochs, temperature=p.temperature,
-        plugins=[_schedule(ctx), *ctx.plugins], **_common(ctx),
+        model=model, optimizer=Adam(model.parameters(), lr=lr), criterion=nn.CrossEntropyLoss(),
+        n_experiences=ctx.n_experiences, post_prune_epochs=post_prune, temperature=p.temperature,
+        plugins=[_schedule(ctx, lr), *ctx.plugins], **_common(ctx),
     )
 
 
 BASELINES: Mapping[str, Callable] = {
     "packnet": build_packnet,
     "lwf": build_lwf,
+    "ewc": build_ewc,
+    "si": build_si,
     "naive": build_naive,
     "joint": build_joint,
 }

@@ -7,11 +7,12 @@
     avalanche-mind compare --preset cifar100 --data-root ~/data --seeds 0 1 2 --device cuda
     avalanche-mind compare --tiny --out /tmp/smoke         # seconds; what the tests run
     avalanche-mind compare --list-presets
+    avalanche-mind compare --preset glyphs-cpu --tune      # the baselines' own hyperparameters (runner.tuning)
     avalanche-mind compare --tiny --strategies mind naive --wandb --wandb-mode offline
 
 Strategies: MIND (its defaults and the paper's method, and the ablation rungs on
-request), Avalanche's PackNet, LwF, Naive fine-tuning (lower bound) and Joint
-training (upper bound), all on the same backbone and data. The run writes
+request), Avalanche's PackNet, LwF, EWC, SI, Naive fine-tuning (lower bound) and
+Joint training (upper bound), all on the same backbone and data. The run writes
 ``results.json`` (every figure and the accuracy matrices), ``results.csv``,
 ``results.md`` (the table, also printed) and PNG plots under ``--out`` (default
 ``results/<benchmark>-<timestamp>/``). With ``--wandb`` every (strategy, seed) is
@@ -38,6 +39,7 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 
 from avalanche_mind.preflight import CLIError, check_device, check_writable
+from avalanche_mind.runner import tuning
 from avalanche_mind.runner.loop import OutputError, WandBFactory, run
 from avalanche_mind.runner.presets import PRESETS, Preset, check_overrides, get_preset, with_overrides
 from avalanche_mind.runner.strategies import DEFAULT_STRATEGIES, LADDER, STRATEGIES
@@ -48,7 +50,7 @@ from avalanche_mind.wandb_logger import add_wandb_arguments, wandb_logger_from_a
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="compare",
-        description="Compare MIND with PackNet, LwF, Naive and Joint training on one benchmark.",
+        description="Compare MIND with PackNet, LwF, EWC, SI, Naive and Joint training on one benchmark.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Presets: " + ", ".join(sorted(PRESETS)),
     )
@@ -71,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also evaluate each final MIND/PackNet model under these task-inference rules "
                              "(max_confidence, entropy, max_logit, energy, zscore, likelihood_ratio): "
                              "the same weights, only the TAg choice differs")
+    parser.add_argument("--tune", action="store_true",
+                        help="instead of comparing, search the baselines' own hyperparameters (lwf, ewc, si, packnet "
+                             "among --strategies) on a validation split of the training data; writes "
+                             "<preset>.json under --out (default benchmarks/tuning/)")
     parser.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     parser.add_argument("--quiet", action="store_true", help="print only the final table")
     wandb = add_wandb_arguments(parser)
@@ -105,6 +111,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if unknown:
         print(f"error: unknown --rules {unknown}; use some of {list(TASK_INFERENCE_RULES)}", file=sys.stderr)
         return 2
+    if args.tune and not set(args.strategies) & set(tuning.GRIDS):
+        print(f"error: --tune searches {', '.join(tuning.GRIDS)}; name some of them in --strategies", file=sys.stderr)
+        return 2
     try:
         preset = get_preset("tiny" if args.tiny else args.preset)
         if args.benchmark:
@@ -119,7 +128,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     stamp = f"{_dt.datetime.now():%Y%m%d-%H%M%S}"
-    out = args.out or Path("results") / f"{preset.benchmark}-{stamp}"
+    out = args.out or (tuning.RECORDS if args.tune else Path("results") / f"{preset.benchmark}-{stamp}")
     try:  # before any training: a run must not end in a write that cannot happen
         check_device(device)
         check_writable(out, "--out", folder=True)
@@ -137,8 +146,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(message, file=sys.stderr, flush=True)
 
     try:
-        run(preset, seeds=args.seeds, strategies=args.strategies, out=out, data_root=args.data_root,
-            device=device, log=log, make_wandb_logger=wandb_factory(args, preset, stamp), rules=args.rules)
+        if args.tune:
+            tuning.tune(preset, strategies=args.strategies, seeds=args.seeds, folder=out, data_root=args.data_root,
+                        device=device, log=log)
+        else:
+            run(preset, seeds=args.seeds, strategies=args.strategies, out=out, data_root=args.data_root,
+                device=device, log=log, make_wandb_logger=wandb_factory(args, preset, stamp), rules=args.rules)
     except OutputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

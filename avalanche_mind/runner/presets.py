@@ -7,9 +7,10 @@ the paper's CIFAR-100/10 settings). The baselines' budget is derived, never type
 twice: every baseline trains ``teacher_epochs + train_epochs`` epochs per experience
 with MIND's teacher optimiser (AdamW, ``teacher_lr``), halving the learning rate at
 the teacher milestones and at ``teacher_epochs + m`` for each distillation milestone ``m``.
-PackNet spends the first ``teacher_epochs`` of them before pruning and the last
-``train_epochs`` after it (post-prune fine-tuning), mirroring MIND's teacher and
-distillation phases.
+By default PackNet spends the first ``teacher_epochs`` of them before pruning and the
+last ``train_epochs`` after it (post-prune fine-tuning), mirroring MIND's teacher and
+distillation phases; a tuned preset may move that split (never the total) and
+PackNet's learning rate, as it sets LwF's, EWC's and SI's own hyperparameters.
 
 Change one field from the command line with ``--set field=value`` (for example
 ``--set temperature=4 --set train_epochs=10``).
@@ -20,7 +21,7 @@ import ast
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from avalanche_mind.config import DEFAULTS, MINDConfig
 
@@ -56,9 +57,17 @@ class Preset:
     weight_decay: float = DEFAULTS["weight_decay"]
     capacity: Any = DEFAULTS["capacity"]
     """MIND's capacity policy: "equal" (the paper's) or a fraction of the FREE weights per experience."""
-    # Baselines.
+    # Baselines: their own hyperparameters. A preset searched by ``compare --tune``
+    # (avalanche_mind.runner.tuning) sets the values chosen on a validation split, and
+    # ``benchmarks/tuning/<preset>.json`` records the search; the defaults are untuned.
     lwf_alpha: float = 1.0
     lwf_temperature: float = 2.0
+    ewc_lambda: float = 100.0
+    si_lambda: float = 1.0
+    packnet_lr: Optional[float] = None
+    """PackNet's learning rate; None: ``teacher_lr``, every other baseline's."""
+    packnet_post_prune_epochs: Optional[int] = None
+    """How many of PackNet's ``baseline_epochs`` follow the pruning; None: ``train_epochs``, MIND's distillation."""
     packnet_groups: int = 8
     """GroupNorm groups (affine=False) that replace PackNet's BatchNorm; see ``runner.packnet``."""
     mind_kwargs: Mapping[str, Any] = field(default_factory=dict)
@@ -75,15 +84,23 @@ class Preset:
     def baseline_milestones(self) -> Tuple[int, ...]:
         return tuple(self.teacher_milestones) + tuple(self.teacher_epochs + m for m in self.milestones)
 
+    def packnet_schedule(self) -> Tuple[float, int]:
+        """PackNet's learning rate and post-prune epochs, the defaults resolved."""
+        lr = self.teacher_lr if self.packnet_lr is None else self.packnet_lr
+        post = self.train_epochs if self.packnet_post_prune_epochs is None else self.packnet_post_prune_epochs
+        return lr, post
+
     def budget_note(self) -> str:
+        packnet_lr, post_prune = self.packnet_schedule()
         return (
             f"Budget: MIND trains a teacher for {self.teacher_epochs} epochs (lr {self.teacher_lr}, "
             f"milestones {list(self.teacher_milestones)}) and distils for {self.train_epochs} epochs "
             f"(lr {self.lr}, milestones {list(self.milestones)}) per experience. Every baseline gets "
             f"the same number of passes over each training image: {self.baseline_epochs} epochs per "
             f"experience (AdamW lr {self.teacher_lr}, weight decay {self.weight_decay}, LR x{self.lr_gamma} "
-            f"at epochs {list(self.baseline_milestones)}); PackNet prunes after epoch {self.teacher_epochs} "
-            f"and fine-tunes the kept weights for {self.train_epochs} post-prune epochs; Joint trains "
+            f"at epochs {list(self.baseline_milestones)}); PackNet (Adam, lr {packnet_lr}) prunes after epoch "
+            f"{self.baseline_epochs - post_prune} and fine-tunes the kept weights for {post_prune} post-prune "
+            f"epochs; Joint trains "
             f"{self.baseline_epochs} epochs on the union of all experiences. MIND (not its "
             "self-distillation variants) also runs the teacher forward during distillation."
         )
@@ -300,23 +317,30 @@ def with_overrides(preset: Preset, assignments: Sequence[str]) -> Preset:
     return dataclasses.replace(preset, **changes) if changes else preset
 
 
+_OPTIONAL_NUMBERS = {"Optional[float]": 0.0, "Optional[int]": 0}
+"""Optional fields by annotation, checked like the number they hold when set (None keeps the default)."""
+
+
 def check_overrides(base: Preset, preset: Preset) -> None:
     """ValueError naming the ``--set`` field whose value has the wrong type, or is not finite."""
     for f in dataclasses.fields(Preset):
         old, new = getattr(base, f.name), getattr(preset, f.name)
         if new == old and type(new) is type(old):
             continue
-        if isinstance(old, bool):
+        like = _OPTIONAL_NUMBERS.get(f.type, old) if old is None else old
+        if new is None and f.type in _OPTIONAL_NUMBERS:
+            continue
+        if isinstance(like, bool):
             ok, kind = isinstance(new, bool), "True or False"
-        elif isinstance(old, int):
+        elif isinstance(like, int):
             ok, kind = isinstance(new, int) and not isinstance(new, bool), "an integer"
-        elif isinstance(old, float):
+        elif isinstance(like, float):
             ok = isinstance(new, (int, float)) and not isinstance(new, bool) and math.isfinite(new)
             kind = "a finite number"
-        elif isinstance(old, tuple) and all(isinstance(v, int) for v in old):
+        elif isinstance(like, tuple) and all(isinstance(v, int) for v in like):
             ok = isinstance(new, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in new)
             kind = "integers such as 35 or (70, 90)"
-        elif isinstance(old, str) and f.name != "capacity":
+        elif isinstance(like, str) and f.name != "capacity":
             ok, kind = isinstance(new, str), "a string"
         else:
             continue

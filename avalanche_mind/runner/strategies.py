@@ -70,6 +70,8 @@ STRATEGIES: Dict[str, StrategySpec] = {
     ),
     "packnet": StrategySpec("PackNet", BASELINES["packnet"]),
     "lwf": StrategySpec("LwF", BASELINES["lwf"]),
+    "ewc": StrategySpec("EWC", BASELINES["ewc"]),
+    "si": StrategySpec("SI", BASELINES["si"]),
     "naive": StrategySpec("Naive (lower bound)", BASELINES["naive"]),
     "joint": StrategySpec("Joint (upper bound)", BASELINES["joint"], joint=True),
 }
