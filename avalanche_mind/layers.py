@@ -171,6 +171,7 @@ def ungate(model: nn.Module) -> nn.Module:
             module.__class__ = nn.Conv2d if isinstance(module, GatedConv2d) else nn.Linear
             del module._buffers["owner"]
             del module._buffers["mask"]
+            module._non_persistent_buffers_set.discard("mask")
     return model
 
 
