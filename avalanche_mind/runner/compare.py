@@ -9,6 +9,8 @@
     avalanche-mind compare --list-presets
     avalanche-mind compare --preset glyphs-cpu --tune      # the baselines' own hyperparameters (runner.tuning)
     avalanche-mind compare --tiny --strategies mind naive --wandb --wandb-mode offline
+    avalanche-mind compare --seeds 0 1 2 --jobs 4           # four runs at a time, one process each
+    avalanche-mind compare --seeds 0 1 2 --ray ray://head:10001   # the runs as Ray tasks (pip install -e '.[ray]')
 
 Strategies: MIND (its defaults and the paper's method, and the ablation rungs on
 request), Avalanche's PackNet, LwF, EWC, SI, Naive fine-tuning (lower bound) and
@@ -21,17 +23,23 @@ preset, benchmark and strategy), the per-experience TAg/TAw/TaskId accuracies, t
 accuracy matrices (table and heatmap), forgetting, loss curves, and the final
 figures in the run's summary.
 
+Every (strategy, seed) run is independent and seeded at its start, so ``--jobs N``
+(worker processes; default: one per core on CPU) and ``--ray`` give the same figures
+as one process, run by run; only the wall time changes.
+
 Exit status: 0 on success, 2 when the benchmark's data is missing (the data
 module's message is printed, without a stack trace) or an argument is invalid
 (checked before any training: ``--set`` types, ``--device``, a writable ``--out``),
 1 when the results could not be written after all (the table is printed first,
-and every figure saved to a file in the temporary folder).
+and every figure saved to a file in the temporary folder) or when a run failed (its
+error is printed and recorded; the other runs' results are written).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import datetime as _dt
+import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
@@ -40,8 +48,10 @@ import torch
 
 from avalanche_mind.preflight import CLIError, check_device, check_writable
 from avalanche_mind.runner import tuning
-from avalanche_mind.runner.loop import OutputError, WandBFactory, run
+from avalanche_mind.runner import parallel
+from avalanche_mind.runner.loop import OutputError, run, run_serial
 from avalanche_mind.runner.presets import PRESETS, Preset, check_overrides, get_preset, with_overrides
+from avalanche_mind.runner.reproducible import default_threads, set_threads
 from avalanche_mind.runner.strategies import DEFAULT_STRATEGIES, LADDER, STRATEGIES
 from avalanche_mind.task_id import TASK_INFERENCE_RULES
 from avalanche_mind.wandb_logger import add_wandb_arguments, wandb_logger_from_args
@@ -67,8 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a preset field, e.g. --set temperature=4 (repeatable)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: 1 on cpu, where small models gain little from more and "
-                             "OpenMP's spinning threads slow down 5-8x on a shared, busy machine; torch's default on GPU)")
+                        help="torch CPU threads per run (default: 1 on cpu, where small models gain little from more "
+                             "and OpenMP's spinning threads slow down 5-8x on a shared, busy machine; torch's default "
+                             "on GPU). The figures depend on it: compare runs made with the same count")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help=f"runs at a time, each in its own process (default: the number of cores, "
+                             f"{os.cpu_count()}, on cpu; 1 on GPU); the figures are those of --jobs 1")
+    parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help="run the (strategy, seed) runs as Ray tasks on the cluster at ADDRESS, or on a local "
+                             "Ray without one (pip install -e '.[ray]'; the package must be installed on the workers)")
     parser.add_argument("--rules", nargs="+", default=[], metavar="RULE",
                         help="also evaluate each final MIND/PackNet model under these task-inference rules "
                              "(max_confidence, entropy, max_logit, energy, zscore, likelihood_ratio): "
@@ -87,17 +104,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def wandb_factory(args: argparse.Namespace, preset: Preset, stamp: str) -> Optional[WandBFactory]:
-    """``make_wandb_logger(name, seed, config)`` for :func:`run`, or None without ``--wandb``."""
+@dataclasses.dataclass(frozen=True)
+class WandBRuns:
+    """``make_wandb_logger(name, seed, config)`` for :func:`run`: plain values, so a worker process or a Ray
+    task can be sent it and build its run's logger itself."""
+
+    args: argparse.Namespace
+    group: str
+    preset: str
+
+    def __call__(self, name: str, seed: int, config: Dict[str, Any]):
+        return wandb_logger_from_args(self.args, config, run_name=f"{self.group}-{name}-seed{seed}",
+                                      group=self.group, tags=[*self.args.wandb_tags, self.preset, name])
+
+
+def wandb_factory(args: argparse.Namespace, preset: Preset, stamp: str) -> Optional[WandBRuns]:
+    """The W&B loggers' factory for :func:`run`, or None without ``--wandb``."""
     if not args.wandb:
         return None
-    group = args.wandb_run_name or f"{preset.name}-{stamp}"
-
-    def make(name: str, seed: int, config: Dict[str, Any]):
-        return wandb_logger_from_args(args, config, run_name=f"{group}-{name}-seed{seed}", group=group,
-                                      tags=[*args.wandb_tags, preset.name, name])
-
-    return make
+    wandb_args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k.startswith("wandb")})
+    return WandBRuns(wandb_args, args.wandb_run_name or f"{preset.name}-{stamp}", preset.name)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -110,6 +136,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     unknown = [r for r in args.rules if r not in TASK_INFERENCE_RULES]
     if unknown:
         print(f"error: unknown --rules {unknown}; use some of {list(TASK_INFERENCE_RULES)}", file=sys.stderr)
+        return 2
+    if args.ray is not None and not parallel.ray_installed():
+        print(f"error: {parallel.RAY_MISSING}", file=sys.stderr)
+        return 2
+    if args.jobs is not None and args.jobs < 1:
+        print("error: --jobs must be >= 1", file=sys.stderr)
         return 2
     if args.tune and not set(args.strategies) & set(tuning.GRIDS):
         print(f"error: --tune searches {', '.join(tuning.GRIDS)}; name some of them in --strategies", file=sys.stderr)
@@ -137,9 +169,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except CLIError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    threads = args.threads if args.threads is not None else (1 if device == "cpu" else None)
-    if threads is not None:
-        torch.set_num_threads(threads)
+    threads = default_threads(args.threads, device)
+    set_threads(threads, device)
+    jobs = args.jobs or (os.cpu_count() or 1 if device == "cpu" else 1)
+    if args.ray is not None:
+        execute, execution = parallel.on_ray(args.ray, threads, verbose=not args.quiet), {"ray": args.ray or "local"}
+    elif jobs > 1 and len(args.strategies) * len(args.seeds) > 1:
+        execute, execution = parallel.in_processes(jobs, threads), {"jobs": jobs}
+    else:
+        execute, execution = run_serial, {"jobs": 1}
+    failed = []
 
     def log(message: str) -> None:
         if not args.quiet:
@@ -150,12 +189,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             tuning.tune(preset, strategies=args.strategies, seeds=args.seeds, folder=out, data_root=args.data_root,
                         device=device, log=log)
         else:
-            run(preset, seeds=args.seeds, strategies=args.strategies, out=out, data_root=args.data_root,
-                device=device, log=log, make_wandb_logger=wandb_factory(args, preset, stamp), rules=args.rules)
+            failed = run(preset, seeds=args.seeds, strategies=args.strategies, out=out, data_root=args.data_root,
+                         device=device, log=log, make_wandb_logger=wandb_factory(args, preset, stamp),
+                         rules=args.rules, execute=execute, execution=execution)["failed"]
     except OutputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except FileNotFoundError as error:
         print(f"error: the data of benchmark {preset.benchmark!r} is missing.\n{error}", file=sys.stderr)
         return 2
-    return 0
+    for failure in failed:
+        print(f"error: {failure['strategy']} seed {failure['seed']} failed: {failure['error']} (the other runs' "
+              "results are written)", file=sys.stderr)
+    return 1 if failed else 0

@@ -3,6 +3,11 @@
 After each training experience a strategy is evaluated on the whole test stream;
 the per-experience TAg/TAw/TaskId accuracies fill its accuracy matrices, from which
 :mod:`avalanche_mind.runner.report` derives every figure and writes the outputs.
+
+Each (strategy, seed) run is a :class:`RunTask` of plain values, seeded at its start
+and independent of every other, so an executor may run the tasks one after another
+(:func:`run_serial`) or elsewhere (:mod:`avalanche_mind.runner.parallel`: processes,
+Ray) and the figures are the same. A run that fails is reported and the others kept.
 """
 from __future__ import annotations
 
@@ -13,8 +18,10 @@ import os
 import platform
 import tempfile
 import time
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import avalanche
 import torch
@@ -22,10 +29,12 @@ from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_mind.data.registry import load_benchmark
 from avalanche_mind.metrics import mind_metrics
+from avalanche_mind.random_state import training_rng_kept
 from avalanche_mind.runner import report
 from avalanche_mind.runner.baselines import normalisation_of
 from avalanche_mind.runner.presets import Preset
-from avalanche_mind.runner.probes import MetricRow, PeakRSS, ResourceProbe, seed_everything
+from avalanche_mind.runner.probes import MetricRow, PeakRSS, ResourceProbe
+from avalanche_mind.runner.reproducible import seed_everything
 from avalanche_mind.runner.strategies import STRATEGIES, RunContext, StrategySpec
 from avalanche_mind.strategy import experience_classes
 
@@ -35,6 +44,41 @@ WandBFactory = Callable[[str, int, Dict[str, Any]], Any]
 
 class OutputError(Exception):
     """The results could not be written where asked (the table was printed first)."""
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """One (strategy, seed) run in plain, picklable values: what a worker process or a Ray task is sent."""
+
+    name: str
+    seed: int
+    preset: Preset
+    data_root: Optional[str]
+    device: str
+    rules: Tuple[str, ...] = ()
+    make_wandb_logger: Optional[WandBFactory] = None
+
+    @property
+    def label(self) -> str:
+        return f"[{self.name} seed {self.seed}]"
+
+
+@dataclass(frozen=True)
+class RunFailed:
+    """A run that raised: its error in one line and the traceback, as text (always picklable)."""
+
+    error: str
+    traceback: str = ""
+
+    @classmethod
+    def from_exception(cls, error: BaseException) -> "RunFailed":
+        return cls(f"{type(error).__name__}: {error}",
+                   "".join(traceback.format_exception(type(error), error, error.__traceback__)))
+
+
+Outcome = Union[Dict[str, Any], RunFailed]
+Executor = Callable[[Sequence[RunTask], Callable[[str], None]], List[Outcome]]
+"""``execute(tasks, log)``: every task's outcome, in the tasks' order."""
 
 
 def describe_stream(benchmark) -> Dict[str, Any]:
@@ -69,6 +113,46 @@ def wandb_config(name: str, spec: StrategySpec, base: RunContext, seed: int) -> 
                       "n_experiences": base.n_experiences, "num_classes": base.num_classes,
                       "in_channels": base.in_channels},
     }
+
+
+def context_for(preset: Preset, stream: Dict[str, Any], device: str) -> RunContext:
+    """The strategies' shared build context on a stream described by :func:`describe_stream`."""
+    return RunContext(preset=preset, n_experiences=stream["n_experiences"], num_classes=stream["num_classes"],
+                      in_channels=stream["in_channels"], scenario=stream["scenario"], device=device)
+
+
+_LOADED: Dict[str, Tuple[Any, Dict[str, Any]]] = {}
+
+
+def loaded(preset: Preset, data_root: Optional[str]) -> Tuple[Any, Dict[str, Any]]:
+    """The preset's benchmark and its description, loaded once per process (a worker's runs share it)."""
+    key = repr((preset.benchmark, sorted(dict(preset.benchmark_kwargs).items()), data_root))
+    if key not in _LOADED:
+        _LOADED.clear()
+        benchmark = load_benchmark(preset.benchmark, data_root, **dict(preset.benchmark_kwargs))
+        _LOADED[key] = (benchmark, describe_stream(benchmark))
+    return _LOADED[key]
+
+
+def run_task(task: RunTask, log: Callable[[str], None]) -> Dict[str, Any]:
+    """One task in this process: the benchmark (loaded once per process), then :func:`run_strategy`."""
+    benchmark, stream = loaded(task.preset, task.data_root)
+    return run_strategy(task.name, STRATEGIES[task.name], context_for(task.preset, stream, task.device), benchmark,
+                        task.seed, log, task.make_wandb_logger, task.rules)
+
+
+def run_serial(tasks: Sequence[RunTask], log: Callable[[str], None]) -> List[Outcome]:
+    """Every task in this process, one after another; a failed run is reported and the next one runs."""
+    outcomes: List[Outcome] = []
+    for i, task in enumerate(tasks):
+        if i == 0 or tasks[i - 1].name != task.name:
+            log(f"Strategy {STRATEGIES[task.name].label}")
+        try:
+            outcomes.append(run_task(task, log))
+        except Exception as error:  # noqa: BLE001 - reported with the results; the other runs go on
+            outcomes.append(RunFailed.from_exception(error))
+            log(f"  {task.label} failed: {outcomes[-1].error}")
+    return outcomes
 
 
 def _row(values: Dict[int, float], n: int) -> List[Optional[float]]:
@@ -110,7 +194,8 @@ def run_strategy(
         nonlocal eval_time
         collector.reset()
         start = time.perf_counter()
-        strategy.eval(test_stream)
+        with training_rng_kept(strategy):  # the baselines' evaluations too: figures independent of the schedule
+            strategy.eval(test_stream)
         eval_time += time.perf_counter() - start
         for kind in matrices:
             matrices[kind].append(_row(collector.values[kind], n_test))
@@ -185,7 +270,8 @@ def evaluate_rules(strategy, rules: Sequence[str], collector: MetricRow, test_st
         for rule in rules:
             strategy.task_inference = rule
             collector.reset()
-            strategy.eval(test_stream)
+            with training_rng_kept(strategy):
+                strategy.eval(test_stream)
             out[rule] = {k.lower(): _mean_of(collector.values[k]) for k in ("TAg", "TAw", "TaskId")}
     finally:
         strategy.task_inference = trained_rule
@@ -207,24 +293,24 @@ def run(
     log: Callable[[str], None],
     make_wandb_logger: Optional[WandBFactory] = None,
     rules: Sequence[str] = (),
+    execute: Executor = run_serial,
+    execution: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Run every strategy with every seed, print the table, write every output under ``out``; returns the result.
 
+    ``execute`` runs the (strategy, seed) tasks (default: here, one after another);
+    ``execution`` describes how, for the results' environment. Failed runs are listed
+    under ``"failed"`` and in the notes; the others' figures are written as usual.
     FileNotFoundError (with the data module's message) when the benchmark's data is
     missing; :class:`OutputError` when the outputs cannot be written (the table is
     printed first, and every figure saved to a file in the temporary folder).
     """
     start = time.perf_counter()
     log(f"Loading benchmark {preset.benchmark} ...")
-    benchmark = load_benchmark(preset.benchmark, data_root, **dict(preset.benchmark_kwargs))
-    stream = describe_stream(benchmark)
+    _, stream = loaded(preset, data_root)  # missing data stops here, before any run starts
     log(f"  {stream['scenario']}-incremental, {stream['n_experiences']} experiences, "
         f"{stream['num_classes']} classes, train sizes {stream['train_sizes']}, "
         f"loaded in {time.perf_counter() - start:.0f} s")
-    base = RunContext(
-        preset=preset, n_experiences=stream["n_experiences"], num_classes=stream["num_classes"],
-        in_channels=stream["in_channels"], scenario=stream["scenario"], device=device,
-    )
     result: Dict[str, Any] = {
         "benchmark": preset.benchmark,
         "preset": preset.to_dict(),
@@ -236,14 +322,23 @@ def run(
         "environment": {
             "python": platform.python_version(), "torch": torch.__version__,
             "avalanche": getattr(avalanche, "__version__", "?"), "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(), "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "platform": platform.platform(), **(execution or {}),
         },
         "strategies": {},
+        "failed": [],
     }
+    tasks = [RunTask(name, seed, preset, data_root, device, tuple(rules), make_wandb_logger)
+             for name in strategies for seed in seeds]
+    outcomes = execute(tasks, log)
+    for task, outcome in zip(tasks, outcomes):
+        if isinstance(outcome, RunFailed):
+            result["failed"].append({"strategy": task.name, "seed": task.seed, "error": outcome.error,
+                                     "traceback": outcome.traceback})
     for name in strategies:
         spec = STRATEGIES[name]
-        log(f"Strategy {spec.label}")
-        runs = [run_strategy(name, spec, base, benchmark, seed, log, make_wandb_logger, rules) for seed in seeds]
+        runs = [o for t, o in zip(tasks, outcomes) if t.name == name and not isinstance(o, RunFailed)]
+        if not runs:
+            continue
         result["strategies"][name] = {
             "label": spec.label,
             "normalisation": runs[0]["normalisation"],
@@ -260,6 +355,8 @@ def run(
         }
     result["total_time_s"] = time.perf_counter() - start
     result["notes"] = report.run_notes(preset, stream, result)
+    result["notes"] += [f"FAILED: {f['strategy']} seed {f['seed']}: {f['error']} (not in the table)"
+                        for f in result["failed"]]
     print(report.markdown_table(result), flush=True)  # before writing: a failed write loses no figure
     try:
         report.write_all(result, out)

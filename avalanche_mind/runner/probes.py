@@ -7,12 +7,10 @@ thread outside the training loop.
 from __future__ import annotations
 
 import gc
-import random
 import re
 import threading
 from typing import Any, Dict, Tuple
 
-import numpy as np
 import psutil
 import torch
 from avalanche.core import SupervisedPlugin
@@ -132,9 +130,3 @@ class PeakRSS:
     @property
     def increase_mb(self) -> float:
         return (self.peak - self.baseline) / 2**20
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
