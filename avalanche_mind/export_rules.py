@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from avalanche_mind.task_id import N_FEATURES, STATISTICS_RULES, TASK_INFERENCE_RULES, ScoreStatistics
+from avalanche_mind.task_id import N_FEATURES, STATISTICS_RULES, TASK_INFERENCE_RULES, ScoreStatistics, entropy_choice
 
 EXPORTABLE_RULES = TASK_INFERENCE_RULES
 """Every rule is exported; the ones in ``STATISTICS_RULES`` also need the classifier's input."""
@@ -85,16 +85,7 @@ def choose_task(rule: str, temperature: float, slice_logits: List[Tensor], featu
     """Index of the chosen task per input, as :func:`avalanche_mind.task_id.choose_task` computes it."""
     n_tasks = len(slice_logits)
     if rule == "entropy" and n_tasks >= 2:
-        probs = [F.softmax(l / temperature, dim=1) for l in slice_logits]
-        confidence = torch.stack([p.max(dim=1).values for p in probs], dim=1)
-        entropy = torch.stack(
-            [-(p * p.clamp_min(1e-12).log()).sum(1) / math.log(max(p.shape[1], 2)) for p in probs], dim=1
-        )
-        top2 = confidence.topk(2, dim=1).indices
-        first, second = top2[:, 0], top2[:, 1]
-        e_first = entropy.gather(1, first[:, None])[:, 0]
-        e_second = entropy.gather(1, second[:, None])[:, 0]
-        return torch.where(e_second < e_first, second, first)
+        return entropy_choice(slice_logits, temperature)
     return scores(rule, temperature, slice_logits, features, c).argmax(dim=1)
 
 

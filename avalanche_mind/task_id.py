@@ -344,6 +344,12 @@ def choose_task(
         if rule == "entropy":
             rule = "max_confidence"
         return task_scores(slice_logits, temperature, rule, statistics, features).argmax(dim=1)
+    return entropy_choice(slice_logits, temperature)
+
+
+def entropy_choice(slice_logits: Sequence[Tensor], temperature: float) -> Tensor:
+    """Of the two most confident sub-networks, the one whose slice distribution has the lower
+    entropy (normalised by the slice width); needs two sub-networks or more."""
     probs = [F.softmax(l / temperature, dim=1) for l in slice_logits]
     confidence = torch.stack([p.max(dim=1).values for p in probs], dim=1)  # B x T
     entropy = torch.stack(
