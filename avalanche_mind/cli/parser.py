@@ -43,7 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="train MIND on a benchmark, with checkpoints and optional W&B logging",
         description="Train MIND on every experience of a benchmark's train stream, evaluating on the "
         "test stream after each one. Options left out take the --preset's value if one is given, "
-        "else MIND's defaults (the paper's CIFAR-100 schedule; --paper for the paper's method exactly).",
+        "else MIND's defaults (the paper's CIFAR-100 schedule; --paper for the paper's method exactly). "
+        "With a preset and a seed it gives the figures of the comparison runner's mind row.",
+        epilog="Data-parallel on several GPUs or CPU processes (one MIND run, each rank trains on its shard of "
+        "every experience; gradients and BatchNorm statistics are averaged across ranks; rank 0 alone prints, "
+        "writes --results, checkpoints and logs to W&B): torchrun --nproc_per_node N -m avalanche_mind.cli "
+        "train ... (or torchrun --nproc_per_node N $(which avalanche-mind) train ...). --batch-size is per rank: "
+        "the global batch is N times it. NCCL on cuda, gloo on cpu.",
     )
     add_benchmark_arguments(train, from_checkpoint=False)
     train.add_argument(
@@ -117,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0, metavar="SEED",
                      help="seed of model initialisation, allocation and data order (default 0)")
     run.add_argument("--device", default="cpu", metavar="DEVICE", help="torch device, e.g. cpu or cuda (default cpu)")
+    run.add_argument("--threads", type=int, default=None, metavar="N",
+                     help="torch CPU threads (default: 1 on cpu, as the comparison runner, whose figures depend "
+                          "on the count; torch's default on GPU)")
     run.add_argument("--checkpoint", default=None, metavar="PATH",
                      help="save MIND's whole state to PATH after every experience (atomic write)")
     run.add_argument("--resume", action="store_true",

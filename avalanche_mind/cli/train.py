@@ -2,7 +2,13 @@
 
 The run's MIND keywords come from the options (read under MIND's own names), else
 the ``--preset``'s values, else MIND's defaults; ``--paper`` starts from the paper's
-method instead of MIND's defaults.
+method instead of MIND's defaults. With the same preset and seed it reproduces the
+comparison runner's ``mind`` row figure for figure: both seed, build and set their
+threads through :mod:`avalanche_mind.runner.reproducible`.
+
+Under ``torchrun --nproc_per_node N`` it trains data-parallel
+(:mod:`avalanche_mind.distributed`): every rank joins the process group before
+anything is built; rank 0 alone prints, writes ``--results``, checkpoints and logs to W&B.
 """
 from __future__ import annotations
 
@@ -16,14 +22,17 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
+import torch.distributed as dist
 
 from avalanche_mind.checkpoint import CheckpointPlugin, load_checkpoint, read_checkpoint
 from avalanche_mind.cli.builders import benchmark_shape, build_benchmark, build_model
 from avalanche_mind.cli.options import MIND_OPTIONS, PROG, key_values
 from avalanche_mind.config import MINDConfig
+from avalanche_mind.distributed import init_from_environment, is_main_process
 from avalanche_mind.metrics import mind_evaluator
 from avalanche_mind.preflight import CLIError, check_device, check_writable
 from avalanche_mind.runner.presets import get_preset
+from avalanche_mind.runner.reproducible import seed_everything, set_threads
 from avalanche_mind.settings import PAPER_SETTINGS
 from avalanche_mind.strategy import MIND
 from avalanche_mind.wandb_logger import MINDWandBLogger, wandb_logger_from_args
@@ -61,6 +70,8 @@ def resolve_train(args: argparse.Namespace) -> Dict[str, Any]:
             settings["model"] = preset.model
             settings["model_kwargs"] = {**dict(preset.model_kwargs), **settings["model_kwargs"]}
         mind.update({key: _plain(value) for key, value in preset.mind_settings().items()})
+        if not args.paper:  # the runner's ``mind`` row: MIND's defaults and the preset's MIND keywords
+            mind.update({key: _plain(value) for key, value in dict(preset.mind_kwargs).items()})
     if settings["benchmark"] is None:
         raise CLIError("give --benchmark NAME (or --preset NAME)")
     settings["model"] = settings["model"] or "auto"
@@ -114,9 +125,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if getattr(args, "wandb", False) and getattr(args, "wandb_dir", None):
         check_writable(args.wandb_dir, "--wandb-dir", folder=True)
 
-    torch.manual_seed(args.seed)
+    set_threads(args.threads, args.device)
+    init_from_environment(args.seed, args.device)  # under torchrun: join the process group first
+    main = is_main_process()
+    quiet = args.quiet or not main
     benchmark = build_benchmark(settings["benchmark"], args.data_root, settings["benchmark_kwargs"])
     shape = benchmark_shape(benchmark)
+    seed_everything(args.seed)  # as the runner: after the benchmark, before the model and MIND
     model = build_model(settings["model"], shape["num_classes"], shape["in_channels"], shape["image_size"],
                         settings["model_kwargs"])
     train_stream, test_stream = benchmark.train_stream, benchmark.test_stream
@@ -131,12 +146,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         "image_size": shape["image_size"],
         "seed": args.seed,
         "preset": settings["preset"],
+        "world_size": dist.get_world_size() if dist.is_initialized() else 1,
+        "torch_threads": torch.get_num_threads(),
     }
     config = {"benchmark": {"name": settings["benchmark"], "n_experiences": len(train_stream),
                             **settings["benchmark_kwargs"], **shape},
               "model_builder": {"name": settings["model"], **settings["model_kwargs"]},
               "seed": args.seed, "preset": settings["preset"]}
-    logger: Optional[MINDWandBLogger] = wandb_logger_from_args(args, config)
+    logger: Optional[MINDWandBLogger] = wandb_logger_from_args(args, config) if main else None
     plugins = []
     if args.checkpoint:
         plugins.append(CheckpointPlugin(args.checkpoint, extra={"cli": record}))
@@ -147,7 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         plugins=plugins,
         evaluator=mind_evaluator(logger, interactive=False),  # bars + one line per experience
         seed=args.seed,
-        verbose=not args.quiet,
+        verbose=not quiet,
         **settings["mind"],
     )
     start = 0
@@ -160,9 +177,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                     f"{record[key]!r}; use the interrupted run's options"
                 )
         start = load_checkpoint(strategy, args.checkpoint).n_trained
-        if not args.quiet:
+        if not quiet:
             print(f"Resumed from {args.checkpoint}: {start} of {len(train_stream)} experiences trained.")
-    elif args.resume and not args.quiet:
+    elif args.resume and not quiet:
         print(f"No checkpoint at {args.checkpoint} yet: starting from the first experience.")
 
     results: Dict[str, float] = {}
@@ -187,7 +204,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         for experience in train_stream[start:]:
             strategy.train(experience)
             results = strategy.eval(test_stream)
-            if not args.quiet:
+            if not quiet:
                 done = strategy.state.n_tasks
                 print(f"[{done}/{len(train_stream)}] " + seen_summary(results, strategy.state.experience_ids,
                                                                      test_sizes))
@@ -207,6 +224,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         if logger is not None:
             logger.finish()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if not main:
+        return 0
     final = final_metrics(results)
     print("final: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()) + f" ({time.time() - began:.1f} s)")
     if args.results:
