@@ -5,13 +5,14 @@ evaluations off the training random state (:mod:`avalanche_mind.runner.reproduci
 so where a task runs changes no figure, only the wall time. Outcomes come back in the
 tasks' order; a task that raises (or whose process dies) comes back as
 :class:`~avalanche_mind.runner.loop.RunFailed` with its error, and the others run on.
-Workers receive plain values only (:class:`~avalanche_mind.runner.loop.RunTask`); each
-loads the benchmark once and builds its own W&B logger.
+Tasks are plain values (:class:`~avalanche_mind.runner.loop.RunTask`); each worker
+builds its own W&B logger, and loads the benchmark once unless it inherited it.
 """
 from __future__ import annotations
 
 import importlib.util
 import multiprocessing
+import platform
 import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -50,12 +51,15 @@ def _print_lines(lines, log: Callable[[str], None]) -> None:
         log(line)
 
 
-def _context() -> multiprocessing.context.BaseContext:
-    """forkserver where there is one: the server imports torch and Avalanche once, workers fork from it."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["avalanche_mind.runner.loop"])
-        return context
+def _context(device: str) -> multiprocessing.context.BaseContext:
+    """fork on Linux for CPU runs, spawn elsewhere and for a GPU (CUDA cannot be used in a forked child).
+
+    Forked workers start at once with this process's state: the loaded benchmark, and
+    strategies, benchmarks or patches that a script or a test added at run time, which a
+    spawned worker would not see. They are forked before any thread of the pool starts.
+    """
+    if platform.system() == "Linux" and str(device) == "cpu":
+        return multiprocessing.get_context("fork")
     return multiprocessing.get_context("spawn")
 
 
@@ -63,15 +67,15 @@ def in_processes(jobs: int, threads: Optional[int]) -> Executor:
     """Run the tasks in up to ``jobs`` worker processes of ``threads`` torch threads each."""
 
     def execute(tasks: Sequence[RunTask], log: Callable[[str], None]) -> List[Outcome]:
-        context = _context()
+        context = _context(tasks[0].device)
         lines = context.Queue()
         printer = threading.Thread(target=_print_lines, args=(lines, log), daemon=True)
-        printer.start()
         outcomes: List[Outcome] = [RunFailed("not run")] * len(tasks)
         pool = ProcessPoolExecutor(max_workers=max(1, min(jobs, len(tasks))), mp_context=context,
                                    initializer=_start_worker, initargs=(lines, threads))
         try:
-            futures = {pool.submit(_in_worker, task): i for i, task in enumerate(tasks)}
+            futures = {pool.submit(_in_worker, task): i for i, task in enumerate(tasks)}  # forks the workers
+            printer.start()
             for future in as_completed(futures):
                 i = futures[future]
                 try:
@@ -85,7 +89,8 @@ def in_processes(jobs: int, threads: Optional[int]) -> Executor:
             raise
         finally:
             lines.put(None)
-            printer.join()
+            if printer.ident is not None:
+                printer.join()
         pool.shutdown()
         return outcomes
 
