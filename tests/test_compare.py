@@ -216,6 +216,8 @@ def test_bad_arguments_exit_2_with_a_message(capsys):
     assert "unknown preset 'nope'" in capsys.readouterr().err
     assert compare.main(["--tiny", "--set", "no_such_field=1"]) == 2
     assert "unknown preset field" in capsys.readouterr().err
+    assert compare.main(["--tiny", "--jobs", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --jobs must be >= 1"
 
 
 # ---------------------------------------------------------------- pieces
