@@ -28,7 +28,7 @@ from avalanche_mind.checkpoint import CheckpointPlugin, load_checkpoint, read_ch
 from avalanche_mind.cli.builders import benchmark_shape, build_benchmark, build_model
 from avalanche_mind.cli.options import MIND_OPTIONS, PROG, key_values
 from avalanche_mind.config import MINDConfig
-from avalanche_mind.distributed import init_from_environment, is_main_process
+from avalanche_mind.distributed import init_from_environment, is_distributed, is_main_process
 from avalanche_mind.metrics import mind_evaluator
 from avalanche_mind.preflight import CLIError, check_device, check_writable
 from avalanche_mind.runner.presets import get_preset
@@ -146,7 +146,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "image_size": shape["image_size"],
         "seed": args.seed,
         "preset": settings["preset"],
-        "world_size": dist.get_world_size() if dist.is_initialized() else 1,
+        "world_size": dist.get_world_size() if is_distributed() else 1,
         "torch_threads": torch.get_num_threads(),
     }
     config = {"benchmark": {"name": settings["benchmark"], "n_experiences": len(train_stream),
@@ -224,7 +224,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         if logger is not None:
             logger.finish()
-        if dist.is_initialized():
+        if is_distributed():
             dist.destroy_process_group()
     if not main:
         return 0
