@@ -107,12 +107,13 @@ def grid_points(grid: Grid) -> List[Dict[str, Any]]:
 
 
 def _commit() -> Optional[str]:
-    """The repository's commit, with ``-dirty`` when tracked files differ from it; None outside a clone."""
+    """The repository's commit, with ``-dirty`` when tracked files other than the records differ from it;
+    None outside a clone."""
     root = Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                f":!{RECORDS.relative_to(root)}"], cwd=root, capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return None
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
