@@ -222,10 +222,10 @@ register(Preset(
     eval_batch_size=500,
     # Chosen on a validation split of the training data: benchmarks/tuning/glyphs-cpu.json
     # (`compare --preset glyphs-cpu --tune`).
-    lwf_alpha=4.0, lwf_temperature=1.0,
+    lwf_alpha=4.0, lwf_temperature=2.0,
     ewc_lambda=100.0,
-    si_lambda=10.0,
-    packnet_lr=0.005, packnet_post_prune_epochs=3,
+    si_lambda=100.0,
+    packnet_lr=0.01, packnet_post_prune_epochs=3,
     notes=(_CPU_NOTE,),
 ))
 
