@@ -241,6 +241,11 @@ register(Preset(
     temperature=4.0,
     batch_size=32,
     eval_batch_size=500,
+    # Chosen on a validation split of the training data: benchmarks/tuning/glyphs-domain-cpu.json
+    # (`compare --preset glyphs-domain-cpu --tune`; PackNet not searched yet).
+    lwf_alpha=1.0, lwf_temperature=2.0,
+    ewc_lambda=100.0,
+    si_lambda=1.0,
     notes=(_CPU_NOTE,),
 ))
 
