@@ -242,10 +242,11 @@ register(Preset(
     batch_size=32,
     eval_batch_size=500,
     # Chosen on a validation split of the training data: benchmarks/tuning/glyphs-domain-cpu.json
-    # (`compare --preset glyphs-domain-cpu --tune`; PackNet not searched yet).
+    # (`compare --preset glyphs-domain-cpu --tune`).
     lwf_alpha=1.0, lwf_temperature=2.0,
     ewc_lambda=100.0,
     si_lambda=1.0,
+    packnet_lr=0.005, packnet_post_prune_epochs=6,
     notes=(_CPU_NOTE,),
 ))
 
