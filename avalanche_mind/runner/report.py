@@ -111,7 +111,7 @@ def run_notes(preset: Preset, stream: Dict[str, Any], result: Dict[str, Any]) ->
             f"mask on every input, max softmax of its output slice at temperature {preset.temperature}."
         )
     notes.append(
-        "TAw for single-head strategies (Naive, LwF, Joint) is the argmax restricted to the evaluated "
+        "TAw for single-head strategies (Naive, LwF, EWC, SI, Joint) is the argmax restricted to the evaluated "
         "experience's classes" + (" (the same as TAg here: every experience has every class)."
                                   if stream["scenario"] == "domain" else ".")
         + " TaskId (task-identification accuracy) exists only for MIND and PackNet."
