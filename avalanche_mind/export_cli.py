@@ -51,12 +51,9 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
                         help="T: sub-network T alone (input -> logits of its classes); all (default): every "
                         "sub-network and the task choice (input -> class id, task, probabilities)")
     model = parser.add_argument_group("model (as for `avalanche-mind evaluate`)")
-    from avalanche_mind.models import MODEL_NAMES
+    from avalanche_mind.cli.options import add_recorded_model_arguments
 
-    model.add_argument("--model", choices=MODEL_NAMES, default=None,
-                       help="backbone (default: the one recorded in the checkpoint)")
-    model.add_argument("--model-arg", action="append", default=None, metavar="KEY=VALUE",
-                       help="keyword argument of the model builder, repeatable (default: recorded ones)")
+    add_recorded_model_arguments(model)
     model.add_argument("--num-classes", type=int, default=None, metavar="N",
                        help="classifier outputs (default: recorded in the checkpoint, or the benchmark's)")
     model.add_argument("--input-shape", type=_shape, default=None, metavar="C,H,W",

@@ -76,3 +76,13 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser, from_checkpoint: bo
         metavar="DIR",
         help="where datasets are (or are cached/downloaded); default: each benchmark's own location",
     )
+
+
+def add_recorded_model_arguments(parser) -> None:
+    """``--model`` / ``--model-arg`` of a command that reads a checkpoint (the recorded ones by default)."""
+    from avalanche_mind.models import MODEL_NAMES
+
+    parser.add_argument("--model", choices=MODEL_NAMES, default=None,
+                        help="backbone (default: the one recorded in the checkpoint)")
+    parser.add_argument("--model-arg", action="append", default=None, metavar="KEY=VALUE",
+                        help="keyword argument of the model builder, repeatable (default: recorded ones)")

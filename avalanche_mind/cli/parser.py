@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from avalanche_mind.cli.options import PROG, add_benchmark_arguments, formatter, int_list
+from avalanche_mind.cli.options import PROG, add_benchmark_arguments, add_recorded_model_arguments, formatter, int_list
 from avalanche_mind.config import DEFAULTS
 from avalanche_mind.export_cli import add_export_arguments
 from avalanche_mind.losses import DISTILL_LOSSES
@@ -147,10 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint file to evaluate")
     add_benchmark_arguments(evaluate, from_checkpoint=True)
-    evaluate.add_argument("--model", choices=MODEL_NAMES, default=None,
-                          help="backbone (default: the one recorded in the checkpoint)")
-    evaluate.add_argument("--model-arg", action="append", default=None, metavar="KEY=VALUE",
-                          help="keyword argument of the model builder, repeatable (default: recorded ones)")
+    add_recorded_model_arguments(evaluate)
     evaluate.add_argument("--temperature", type=float, default=None, metavar="T",
                           help="task-choice temperature (default: the trained strategy's)")
     evaluate.add_argument("--task-inference", choices=TASK_INFERENCE_RULES, default=None,
