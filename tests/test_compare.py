@@ -274,3 +274,59 @@ def test_preset_capacity_reaches_mind():
     assert STRATEGIES["mind"].build(RunContext(
         preset=get_preset("tiny"), n_experiences=3, num_classes=6, in_channels=3, scenario="class", device="cpu",
     )).ownership.capacity == "equal"
+
+
+def test_redraw_writes_the_table_and_plots_again_from_results_json(tiny_run, tmp_path, capsys):
+    """``--redraw DIR``: no training; the table, CSV and plots come back from results.json alone."""
+    import shutil
+
+    out, _, _ = tiny_run
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    shutil.copy(out / "results.json", folder / "results.json")
+    assert compare.main(["--redraw", str(folder)]) == 0
+    assert (folder / "results.md").read_text() == (out / "results.md").read_text()
+    assert (folder / "results.csv").read_text() == (out / "results.csv").read_text()
+    assert (folder / "accuracy_curves.png").read_bytes()[:8] == PNG_MAGIC
+    assert (folder / "results.md").read_text().strip() in capsys.readouterr().out
+    assert compare.main(["--redraw", str(tmp_path / "nothing-here")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_curves_show_the_spread_over_seeds(tmp_path):
+    """With several seeds each strategy's curve is the mean with a band of one standard deviation."""
+    from matplotlib.image import imread
+
+    from avalanche_mind.runner import report
+
+    assert report._spread([[0.2, 0.4], [0.4, 0.4]]) == [pytest.approx(0.1414213562), 0.0]
+    assert report._spread([[0.2, None]]) == [None, None]
+
+    def result(second_seed):
+        runs = [{"curve_tag": [0.9, 0.5, 0.4], "curve_taw": [0.9, 0.8, 0.8]},
+                {"curve_tag": second_seed, "curve_taw": [0.9, 0.8, 0.8]}]
+        mean = [sum(v) / 2 for v in zip(runs[0]["curve_tag"], runs[1]["curve_tag"])]
+        return {"n_experiences": 3, "seeds": [0, 1], "preset": {"description": "spread"},
+                "strategies": {"mind": {"label": "MIND", "runs": runs, "curves": {
+                    "trained": [1, 2, 3], "curve_tag": mean, "curve_taw": [0.9, 0.8, 0.8]}}}}
+
+    same, spread = tmp_path / "same.png", tmp_path / "spread.png"
+    report.plot_curves(result([0.9, 0.5, 0.4]), same)
+    report.plot_curves(result([0.9, 0.3, 0.6]), spread)  # the same mean curve, seeds 20 points apart
+    changed = (abs(imread(same) - imread(spread)).sum(axis=-1) > 0.05).sum()
+    assert changed > 500, changed  # the band's pixels (the mean line is the same in both)
+
+
+def test_domain_toy_benchmark_runs_every_isolation_method_and_baseline(tmp_path):
+    """tiny-domain: its experiences carry task label 0 (PackNet reads it) and every figure is measured."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()) as err:
+        status = compare.main(["--preset", "tiny-domain", "--out", str(tmp_path), "--strategies",
+                               "mind", "packnet", "naive"])
+    assert status == 0, err.getvalue()[-2000:]
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert list(result["strategies"]) == ["mind", "packnet", "naive"]
+    for name, entry in result["strategies"].items():
+        assert entry["mean"]["tag"] is not None and entry["mean"]["taw"] is not None, name

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from avalanche.benchmarks import benchmark_from_datasets, nc_benchmark, with_classes_timeline
+from avalanche.benchmarks import benchmark_from_datasets, nc_benchmark, with_classes_timeline, with_task_labels
 from avalanche.benchmarks.utils.classification_dataset import (
     _make_taskaware_tensor_classification_dataset as _tensor_dataset,
 )
@@ -49,7 +49,11 @@ def toy_domain_incremental(
     n_domains: int = 3, n_classes: int = 4, per_class: int = 60, test_per_class: int = 30,
     image_size: int = 16, seed: int = 0,
 ):
-    """Domain-incremental stream: the same ``n_classes`` in every experience, a new look in each."""
+    """Domain-incremental stream: the same ``n_classes`` in every experience, a new look in each.
+
+    Every experience carries task label 0 (``with_task_labels``), as the glyph domain
+    benchmarks' do: Avalanche's PackNet reads ``experience.task_labels``.
+    """
     g = torch.Generator().manual_seed(seed)
     protos = _prototypes(n_classes, image_size, g)
     train, test = [], []
@@ -59,4 +63,4 @@ def toy_domain_incremental(
         for split, per in ((train, per_class), (test, test_per_class)):
             y = torch.arange(n_classes).repeat_interleave(per)
             split.append(_tensor_dataset(_samples(protos, y, noise, g, colour), y, task_labels=0))
-    return with_classes_timeline(benchmark_from_datasets(train=train, test=test))
+    return with_task_labels(with_classes_timeline(benchmark_from_datasets(train=train, test=test)))

@@ -11,6 +11,7 @@
     avalanche-mind compare --tiny --strategies mind naive --wandb --wandb-mode offline
     avalanche-mind compare --seeds 0 1 2 --jobs 4           # four runs at a time, one process each
     avalanche-mind compare --seeds 0 1 2 --ray ray://head:10001   # the runs as Ray tasks (pip install -e '.[ray]')
+    avalanche-mind compare --redraw results/glyphs-20261201-120000  # table and plots again, from results.json
 
 Strategies: MIND (its defaults and the paper's method, and the ablation rungs on
 request), Avalanche's PackNet, LwF, EWC, SI, Naive fine-tuning (lower bound) and
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as _dt
+import json
 import os
 import sys
 from pathlib import Path
@@ -48,7 +50,7 @@ import torch
 
 from avalanche_mind.preflight import CLIError, check_device, check_writable
 from avalanche_mind.runner import tuning
-from avalanche_mind.runner import parallel
+from avalanche_mind.runner import parallel, report
 from avalanche_mind.runner.loop import OutputError, run, run_serial
 from avalanche_mind.runner.presets import PRESETS, Preset, check_overrides, get_preset, with_overrides
 from avalanche_mind.runner.reproducible import default_threads, set_threads
@@ -94,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="instead of comparing, search the baselines' own hyperparameters (lwf, ewc, si, packnet "
                              "among --strategies) on a validation split of the training data; writes "
                              "<preset>.json under --out (default benchmarks/tuning/)")
+    parser.add_argument("--redraw", type=Path, metavar="DIR",
+                        help="train nothing: write the table, CSV and plots of DIR/results.json again with this "
+                             "version's report (e.g. the seeds' spread on a run made before the plots showed it)")
     parser.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     parser.add_argument("--quiet", action="store_true", help="print only the final table")
     wandb = add_wandb_arguments(parser)
@@ -126,6 +131,25 @@ def wandb_factory(args: argparse.Namespace, preset: Preset, stamp: str) -> Optio
     return WandBRuns(wandb_args, args.wandb_run_name or f"{preset.name}-{stamp}", preset.name)
 
 
+def redraw(folder: Path) -> int:
+    """``--redraw``: the outputs of ``folder/results.json`` written again, no training; the exit status."""
+    path = folder / "results.json"
+    try:
+        result = json.loads(path.read_text())
+        report.write_all(result, folder)
+    except FileNotFoundError:
+        print(f"error: --redraw needs a comparison's output folder; {path} does not exist", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError, TypeError) as error:
+        print(f"error: --redraw: {path} is not a comparison's results.json ({error!r})", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: --redraw could not write under {folder} ({error.strerror or error})", file=sys.stderr)
+        return 1
+    print(report.markdown_table(result), flush=True)
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the comparison ``argv`` asks for; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -133,6 +157,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for name in sorted(PRESETS):
             print(f"{name:20s} {PRESETS[name].description}")
         return 0
+    if args.redraw is not None:
+        return redraw(args.redraw)
     unknown = [r for r in args.rules if r not in TASK_INFERENCE_RULES]
     if unknown:
         print(f"error: unknown --rules {unknown}; use some of {list(TASK_INFERENCE_RULES)}", file=sys.stderr)

@@ -219,27 +219,42 @@ def _pyplot():
     return plt
 
 
+def _spread(curves: Sequence[Sequence[Optional[float]]]) -> List[Optional[float]]:
+    """Sample standard deviation over seeds at each point of the curves (None where undefined or one seed)."""
+    return [statistics.stdev(x) if len(x) > 1 and None not in x else None for x in zip(*curves)]
+
+
 def plot_curves(result: Dict[str, Any], path: Path) -> None:
-    """Accuracy over the experiences seen so far, after each training experience, for every strategy."""
+    """Accuracy over the experiences seen so far, after each training experience, for every strategy.
+
+    The line is the mean over seeds; with several seeds a band shows mean ± one
+    (sample) standard deviation, so a reader sees which gaps are larger than the
+    seed-to-seed spread.
+    """
     plt = _pyplot()
     T = result["n_experiences"]
+    seeds = len(result["seeds"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, key, title in ((axes[0], "curve_tag", "task-agnostic (TAg)"), (axes[1], "curve_taw", "task-aware (TAw)")):
         for name, entry in result["strategies"].items():
-            curve = entry["curves"][key]
             xs = entry["curves"]["trained"]
-            ys = [None if v is None else 100 * v for v in curve]
+            ys = [None if v is None else 100 * v for v in entry["curves"][key]]
+            spread = _spread([run[key] for run in entry["runs"]])
             if len(xs) == 1:  # Joint: one point after all data, drawn as a reference line
                 if ys[0] is not None:
                     ax.axhline(ys[0], linestyle="--", color="grey", linewidth=1)
                     ax.plot(xs, ys, "s", color="grey", label=entry["label"])
                 continue
-            ax.plot(xs, ys, marker="o", markersize=3, label=entry["label"])
+            (line,) = ax.plot(xs, ys, marker="o", markersize=3, label=entry["label"])
+            band = [(x, y, 100 * sd) for x, y, sd in zip(xs, ys, spread) if y is not None and sd is not None]
+            if band:
+                bx, by, bsd = (np.array(v) for v in zip(*band))
+                ax.fill_between(bx, by - bsd, by + bsd, color=line.get_color(), alpha=0.15, linewidth=0)
         ax.set_title(f"Accuracy on experiences seen so far, {title}")
         ax.set_xlabel("experiences trained")
         ax.set_xticks(range(1, T + 1))
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("accuracy (%)")
+    axes[0].set_ylabel("accuracy (%)" + (f", mean ± std over {seeds} seeds" if seeds > 1 else ""))
     axes[1].legend(fontsize=8, loc="lower left")
     fig.suptitle(result["preset"]["description"], fontsize=10)
     fig.tight_layout()
