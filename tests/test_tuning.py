@@ -1,6 +1,7 @@
 """The baselines' own hyperparameters: EWC and SI in the runner, the validation split, the search, its record."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -8,9 +9,10 @@ import pytest
 import torch
 
 from avalanche_mind.data.toy import toy_class_incremental
-from avalanche_mind.runner import compare, tuning
+from avalanche_mind.runner import compare, parallel, tuning, validation
 from avalanche_mind.runner.baselines import EpochLR, SynapticIntelligenceCopies
-from avalanche_mind.runner.presets import BASELINE_FIELDS, PRESETS, check_overrides, get_preset, untuned, with_overrides
+from avalanche_mind.runner.loop import run_serial
+from avalanche_mind.runner.presets import BASELINE_FIELDS, PRESETS, Preset, check_overrides, get_preset, with_overrides
 from avalanche_mind.runner.strategies import DEFAULT_STRATEGIES, STRATEGIES, RunContext
 
 RECORDS = Path(__file__).resolve().parent.parent / "benchmarks" / "tuning"
@@ -39,12 +41,12 @@ def test_si_learns_importances_on_the_cpu():
 
 def test_validation_split_is_class_stratified_and_disjoint_from_training_and_test():
     benchmark = toy_class_incremental(n_experiences=3, classes_per_experience=2, per_class=20, seed=0)
-    validation = tuning.validation_benchmark(benchmark, fraction=0.2, seed=5)
+    split = validation.validation_benchmark(benchmark, fraction=0.2, seed=5)
     test_inputs = torch.stack([x for e in benchmark.test_stream for x, *_ in e.dataset])
-    for i, (experience, part, held) in enumerate(zip(benchmark.train_stream, validation.train_stream,
-                                                      validation.test_stream)):
+    for i, (experience, part, held) in enumerate(zip(benchmark.train_stream, split.train_stream,
+                                                      split.test_stream)):
         targets = list(experience.dataset.targets)
-        keep, val = tuning.split_indices(targets, 0.2, 5 + i)
+        keep, val = validation.split_indices(targets, 0.2, 5 + i)
         assert set(keep).isdisjoint(val) and sorted(keep + val) == list(range(len(targets)))
         assert sorted(targets[j] for j in val) == sorted(c for c in set(targets) for _ in range(4))
         assert len(part.dataset) == len(keep) and len(held.dataset) == len(val)
@@ -52,17 +54,23 @@ def test_validation_split_is_class_stratified_and_disjoint_from_training_and_tes
             assert torch.equal(x, experience.dataset[j][0]) and y == targets[j]
         for x, *_ in held.dataset:  # ... and none of the test stream's
             assert not (test_inputs == x).flatten(1).all(1).any()
-    keep, val = tuning.split_indices([0, 0, 1], 0.5, 0)  # a class of one sample stays in training
+    keep, val = validation.split_indices([0, 0, 1], 0.5, 0)  # a class of one sample stays in training
     assert len(val) == 1 and val[0] in (0, 1) and 2 in keep
 
 
-def test_search_picks_the_best_validation_score_and_writes_the_record(tmp_path, monkeypatch):
+def test_search_picks_the_best_validation_score_and_writes_the_record(tmp_path):
     scores = {1.0: 0.25, 1e6: 0.75}
-    monkeypatch.setattr(tuning, "run_strategy",
-                        lambda name, spec, ctx, benchmark, seed, log: {"tag": scores[ctx.preset.ewc_lambda]})
+    sent = []
+
+    def execute(tasks, log):  # stands for run_serial / --jobs / --ray: one outcome per task, in order
+        sent.extend(tasks)
+        return [{"tag": scores[task.preset.ewc_lambda], "wall_time_s": 1.5} for task in tasks]
+
     preset = get_preset("tiny")
     searches = tuning.tune(preset, strategies=["ewc", "naive"], seeds=[0], folder=tmp_path, data_root=None,
-                           device="cpu", log=lambda message: None, grids={"ewc": {"ewc_lambda": (1.0, 1e6)}})
+                           device="cpu", log=lambda message: None, grids={"ewc": {"ewc_lambda": (1.0, 1e6)}},
+                           execute=execute)
+    assert [(task.name, task.seed, task.validation) for task in sent] == [("ewc", 0, True)] * 2
     record = json.loads((tmp_path / "tiny.json").read_text())
     entry = record["baselines"]["ewc"]
     assert searches["ewc"] == entry and list(record["baselines"]) == ["ewc"]
@@ -99,11 +107,28 @@ def test_presets_hold_the_values_their_search_chose():
 
 
 def test_searched_fields_are_the_baselines_own_and_never_inherited():
+    """A preset's baseline fields are its own search's choices, or the untuned defaults: never another's."""
     searched = {field for grid in tuning.GRIDS.values() for field in grid(get_preset("tiny"))}
     assert searched == set(BASELINE_FIELDS)
-    for kind in ("permuted", "rotated", "shift"):  # built from glyphs-domain-cpu, not searched themselves
-        preset = get_preset(f"glyphs-{kind}-cpu")
-        assert untuned(preset) == preset, kind
+    chosen = {}
+    for path in RECORDS.glob("*.json"):
+        record = json.loads(path.read_text())
+        for entry in record["baselines"].values():
+            chosen.update({(record["preset"], field): value for field, value in entry["chosen"].items()})
+    defaults = {f.name: f.default for f in dataclasses.fields(Preset)}
+    for name, preset in PRESETS.items():
+        for field in BASELINE_FIELDS:
+            assert getattr(preset, field) == chosen.get((name, field), defaults[field]), (name, field)
+
+
+def test_search_gives_the_same_scores_in_worker_processes(tmp_path):
+    """--tune --jobs 2: every (point, seed) run in a worker process, the scores those of one process."""
+    grids = {"si": {"si_lambda": (1.0, 100.0)}}
+    searches = [tuning.tune(get_preset("tiny"), strategies=["si"], seeds=[0, 1], folder=tmp_path / kind,
+                            data_root=None, device="cpu", log=lambda message: None, grids=grids, execute=execute)
+                for kind, execute in (("serial", run_serial), ("jobs", parallel.in_processes(2, 1)))]
+    serial, jobs = ([(p["values"], p["per_seed"]) for p in search["si"]["points"]] for search in searches)
+    assert serial == jobs and len(serial) == 2 and all(len(per_seed) == 2 for _, per_seed in serial)
 
 
 def test_packnet_grid_keeps_the_budget_and_reaches_the_strategy():

@@ -200,7 +200,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     jobs = args.jobs or (os.cpu_count() or 1 if device == "cpu" else 1)
     if args.ray is not None:
         execute, execution = parallel.on_ray(args.ray, threads, verbose=not args.quiet), {"ray": args.ray or "local"}
-    elif jobs > 1 and len(args.strategies) * len(args.seeds) > 1:
+    elif jobs > 1 and (args.tune or len(args.strategies) * len(args.seeds) > 1):
         execute, execution = parallel.in_processes(jobs, threads), {"jobs": jobs}
     else:
         execute, execution = run_serial, {"jobs": 1}
@@ -213,12 +213,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.tune:
             tuning.tune(preset, strategies=args.strategies, seeds=args.seeds, folder=out, data_root=args.data_root,
-                        device=device, log=log)
+                        device=device, log=log, execute=execute)
         else:
             failed = run(preset, seeds=args.seeds, strategies=args.strategies, out=out, data_root=args.data_root,
                          device=device, log=log, make_wandb_logger=wandb_factory(args, preset, stamp),
                          rules=args.rules, execute=execute, execution=execution)["failed"]
-    except OutputError as error:
+    except (OutputError, tuning.SearchFailed) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except FileNotFoundError as error:

@@ -36,6 +36,7 @@ from avalanche_mind.runner.presets import Preset
 from avalanche_mind.runner.probes import MetricRow, PeakRSS, ResourceProbe
 from avalanche_mind.runner.reproducible import seed_everything
 from avalanche_mind.runner.strategies import STRATEGIES, RunContext, StrategySpec
+from avalanche_mind.runner.validation import validation_benchmark
 from avalanche_mind.strategy import experience_classes
 
 WandBFactory = Callable[[str, int, Dict[str, Any]], Any]
@@ -57,6 +58,8 @@ class RunTask:
     device: str
     rules: Tuple[str, ...] = ()
     make_wandb_logger: Optional[WandBFactory] = None
+    validation: bool = False
+    """Train on the training parts of the validation split and score on its validation parts (``--tune``)."""
 
     @property
     def label(self) -> str:
@@ -124,19 +127,25 @@ def context_for(preset: Preset, stream: Dict[str, Any], device: str) -> RunConte
 _LOADED: Dict[str, Tuple[Any, Dict[str, Any]]] = {}
 
 
-def loaded(preset: Preset, data_root: Optional[str]) -> Tuple[Any, Dict[str, Any]]:
-    """The preset's benchmark and its description, loaded once per process (a worker's runs share it)."""
-    key = repr((preset.benchmark, sorted(dict(preset.benchmark_kwargs).items()), data_root))
+def loaded(preset: Preset, data_root: Optional[str], validation: bool = False) -> Tuple[Any, Dict[str, Any]]:
+    """The preset's benchmark and its description, loaded once per process (a worker's runs share it).
+
+    ``validation``: instead, the benchmark whose test stream is the validation split
+    of the training stream (:func:`avalanche_mind.runner.validation.validation_benchmark`).
+    """
+    key = repr((preset.benchmark, sorted(dict(preset.benchmark_kwargs).items()), data_root, validation))
     if key not in _LOADED:
         _LOADED.clear()
         benchmark = load_benchmark(preset.benchmark, data_root, **dict(preset.benchmark_kwargs))
+        if validation:
+            benchmark = validation_benchmark(benchmark)
         _LOADED[key] = (benchmark, describe_stream(benchmark))
     return _LOADED[key]
 
 
 def run_task(task: RunTask, log: Callable[[str], None]) -> Dict[str, Any]:
     """One task in this process: the benchmark (loaded once per process), then :func:`run_strategy`."""
-    benchmark, stream = loaded(task.preset, task.data_root)
+    benchmark, stream = loaded(task.preset, task.data_root, task.validation)
     return run_strategy(task.name, STRATEGIES[task.name], context_for(task.preset, stream, task.device), benchmark,
                         task.seed, log, task.make_wandb_logger, task.rules)
 

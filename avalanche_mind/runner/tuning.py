@@ -1,13 +1,14 @@
 """Each baseline's own hyperparameters, chosen on a validation split of the training data, never on the test stream.
 
 For a preset, every training experience is split, class by class and seeded, into
-a training part and a validation part (:data:`VALIDATION_FRACTION` of each class).
+a training part and a validation part (:mod:`avalanche_mind.runner.validation`).
 Each point of a baseline's grid trains the baseline on the training parts with the
 comparison's own code and budget (:func:`avalanche_mind.runner.loop.run_strategy`,
 the preset's epochs and schedule) and is scored by its final TAg accuracy on the
 validation parts: the mean over experiences after the last one, as the comparison
 scores the test stream. The best point wins; a tie goes to the earlier point of
-the grid.
+the grid. The points' runs go to the comparison's executor (``--jobs``, ``--ray``),
+with the same scores wherever they run.
 
 ``compare --tune`` runs the search and writes its record, ``<preset>.json`` in
 ``benchmarks/tuning/`` (every point's score, the grid, the date and the commit);
@@ -22,23 +23,13 @@ import itertools
 import json
 import os
 import subprocess
-import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import torch
-from avalanche.benchmarks import benchmark_from_datasets, with_classes_timeline, with_task_labels
-
-from avalanche_mind.data.registry import load_benchmark
-from avalanche_mind.runner.loop import describe_stream, run_strategy
+from avalanche_mind.runner.loop import Executor, RunFailed, RunTask, loaded, run_serial
 from avalanche_mind.runner.presets import Preset
-from avalanche_mind.runner.strategies import STRATEGIES, RunContext
+from avalanche_mind.runner.validation import SPLIT_SEED, VALIDATION_FRACTION
 
-VALIDATION_FRACTION = 0.15
-"""Share of each class of each training experience held out for validation."""
-SPLIT_SEED = 0
-"""Seed of the validation split (experience ``i`` uses ``SPLIT_SEED + i``); training seeds are separate."""
 RECORDS = Path(__file__).resolve().parents[2] / "benchmarks" / "tuning"
 """Where ``compare --tune`` writes ``<preset>.json`` by default (the repository's ``benchmarks/tuning``)."""
 
@@ -67,39 +58,6 @@ GRIDS: Mapping[str, Callable[[Preset], Grid]] = {
 """The baselines with hyperparameters of their own, and the grid searched for each on a preset."""
 
 
-# ------------------------------------------------------------------ the validation split
-def split_indices(targets: Sequence[int], fraction: float, seed: int) -> Tuple[List[int], List[int]]:
-    """(training, validation) positions in ``targets``: ``fraction`` of each class, drawn with ``seed``.
-
-    A class with two samples or more gives at least one to validation and keeps at least one.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    by_class: Dict[int, List[int]] = defaultdict(list)
-    for position, target in enumerate(targets):
-        by_class[int(target)].append(position)
-    held = set()
-    for positions in (by_class[c] for c in sorted(by_class)):
-        n = len(positions)
-        k = min(max(round(fraction * n), 1), n - 1) if n > 1 else 0
-        held.update(positions[j] for j in torch.randperm(n, generator=generator)[:k].tolist())
-    return [i for i in range(len(targets)) if i not in held], sorted(held)
-
-
-def validation_benchmark(benchmark, fraction: float = VALIDATION_FRACTION, seed: int = SPLIT_SEED):
-    """The training stream, each experience split: a benchmark whose test stream is the validation split.
-
-    The test stream of ``benchmark`` is never read. Each part keeps its experience's
-    transforms (training augmentation, evaluation transform when evaluated).
-    """
-    train, validation = [], []
-    for i, experience in enumerate(benchmark.train_stream):
-        data = experience.dataset
-        keep, held = split_indices(list(data.targets), fraction, seed + i)
-        train.append(data.subset(keep))
-        validation.append(data.subset(held))
-    return with_task_labels(with_classes_timeline(benchmark_from_datasets(train=train, test=validation)))
-
-
 # ------------------------------------------------------------------ the search
 def grid_points(grid: Grid) -> List[Dict[str, Any]]:
     names = list(grid)
@@ -119,17 +77,33 @@ def _commit() -> Optional[str]:
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def search_baseline(name: str, grid: Grid, base: RunContext, validation, seeds: Sequence[int],
-                    log: Callable[[str], None]) -> Dict[str, Any]:
-    """Every point of ``grid`` for baseline ``name``, scored on ``validation``; the record of the search."""
+class SearchFailed(RuntimeError):
+    """A point of a search could not be trained; its message holds the run's error and traceback."""
+
+
+def search_baseline(name: str, grid: Grid, base: RunTask, seeds: Sequence[int], log: Callable[[str], None],
+                    execute: Executor = run_serial) -> Dict[str, Any]:
+    """Every point of ``grid`` for baseline ``name``, scored on the validation split; the record of the search.
+
+    ``base`` names the preset, data and device; each (point, seed) is one run of the
+    runner, given to ``execute`` all at once (one after another, or ``--jobs``/``--ray``:
+    each run is seeded at its start, so the scores do not depend on where it ran).
+    """
+    values_of = grid_points(grid)
+    tasks = [dataclasses.replace(base, name=name, seed=seed, validation=True,
+                                 preset=dataclasses.replace(base.preset, **values))
+             for values in values_of for seed in seeds]
+    outcomes = execute(tasks, log)
+    for task, outcome in zip(tasks, outcomes):
+        if isinstance(outcome, RunFailed):
+            raise SearchFailed(f"--tune {name}: the run {task.label} failed: {outcome.error}\n{outcome.traceback}")
     points = []
-    for values in grid_points(grid):
-        start = time.perf_counter()
-        ctx = dataclasses.replace(base, preset=dataclasses.replace(base.preset, **values))
-        scores = [run_strategy(name, STRATEGIES[name], ctx, validation, seed, log)["tag"] for seed in seeds]
+    for i, values in enumerate(values_of):
+        runs = outcomes[i * len(seeds):(i + 1) * len(seeds)]
+        scores = [run["tag"] for run in runs]
         score = sum(scores) / len(scores)
         points.append({"values": values, "validation_tag": score, "per_seed": scores,
-                       "wall_time_s": round(time.perf_counter() - start, 1)})
+                       "wall_time_s": round(sum(run["wall_time_s"] for run in runs), 1)})
         log(f"[tune {name}] {values}: validation TAg {100 * score:.1f}%")
     best = max(points, key=lambda point: point["validation_tag"])  # max keeps the first of equals
     return {
@@ -164,12 +138,14 @@ def write_record(path: Path, preset: Preset, stream: Mapping[str, Any], name: st
 
 def tune(preset: Preset, *, strategies: Sequence[str], seeds: Sequence[int], folder: Path,
          data_root: Optional[str], device: str, log: Callable[[str], None],
-         grids: Optional[Mapping[str, Grid]] = None) -> Dict[str, Dict[str, Any]]:
+         grids: Optional[Mapping[str, Grid]] = None, execute: Executor = run_serial) -> Dict[str, Dict[str, Any]]:
     """Search each tunable baseline of ``strategies`` on ``preset``'s validation split; writes ``folder/<preset>.json``.
 
-    ``grids``: a grid per baseline instead of :data:`GRIDS` (tests). FileNotFoundError
-    (the data module's message) when the benchmark's data is missing. Returns the
-    search of each baseline, by name.
+    ``grids``: a grid per baseline instead of :data:`GRIDS` (tests). ``execute`` runs
+    each search's (point, seed) runs (``--jobs``, ``--ray``). FileNotFoundError (the
+    data module's message) when the benchmark's data is missing; :class:`SearchFailed`
+    when a run fails (the searches finished before it are recorded). Returns the search
+    of each baseline, by name.
     """
     names = [name for name in strategies if name in GRIDS]
     if not names:
@@ -178,18 +154,15 @@ def tune(preset: Preset, *, strategies: Sequence[str], seeds: Sequence[int], fol
     if skipped:
         log(f"Not tuned (no hyperparameters of their own searched here): {', '.join(skipped)}")
     log(f"Loading benchmark {preset.benchmark} ...")
-    benchmark = load_benchmark(preset.benchmark, data_root, **dict(preset.benchmark_kwargs))
-    validation = validation_benchmark(benchmark)
-    stream = describe_stream(validation)
+    _, stream = loaded(preset, data_root, validation=True)  # loaded here: forked workers inherit it
     log(f"  validation split: {VALIDATION_FRACTION:.0%} of each class; training parts {stream['train_sizes']}, "
         f"validation parts {stream['test_sizes']}")
-    base = RunContext(preset=preset, n_experiences=stream["n_experiences"], num_classes=stream["num_classes"],
-                      in_channels=stream["in_channels"], scenario=stream["scenario"], device=device)
+    base = RunTask(name=names[0], seed=seeds[0], preset=preset, data_root=data_root, device=device, validation=True)
     path = Path(folder) / f"{preset.name}.json"
     searches = {}
     for name in names:
         grid = (grids or {}).get(name) or GRIDS[name](preset)
-        searches[name] = search_baseline(name, grid, base, validation, seeds, log)
+        searches[name] = search_baseline(name, grid, base, seeds, log, execute)
         write_record(path, preset, stream, name, searches[name])
         chosen = " ".join(f"{field}={value!r}" for field, value in searches[name]["chosen"].items())
         log(f"[tune {name}] chosen {chosen} (validation TAg {100 * searches[name]['validation_tag']:.1f}%); "
