@@ -157,3 +157,19 @@ def test_tune_without_data_or_without_a_tunable_baseline_exits_2(tmp_path, capsy
     assert not (tmp_path / "out").exists()
     assert compare.main(["--tiny", "--tune", "--strategies", "mind", "naive", "--out", str(tmp_path)]) == 2
     assert "--tune searches" in capsys.readouterr().err
+
+
+def test_comparison_on_the_validation_split_scores_what_the_search_scored(tmp_path):
+    """compare --validation: the comparison's runs on --tune's split; a baseline's TAg there is its search score."""
+    assert compare.main(["--tiny", "--tune", "--strategies", "si", "--out", str(tmp_path / "tune"), "--quiet"]) == 0
+    record = json.loads((tmp_path / "tune" / "tiny.json").read_text())
+    point = record["baselines"]["si"]["points"][1]
+    out = tmp_path / "compare"
+    assert compare.main(["--tiny", "--validation", "--strategies", "si", "mind", "--out", str(out),
+                         "--set", f"si_lambda={point['values']['si_lambda']}", "--quiet"]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["evaluated_on"] == "validation split"
+    assert result["strategies"]["si"]["runs"][0]["tag"] == point["validation_tag"]
+    assert result["stream"]["test_sizes"] == record["validation"]["validation_sizes"]
+    assert result["stream"]["train_sizes"] == record["validation"]["train_sizes"]
+    assert "validation split (not the test stream)" in (out / "results.md").read_text()

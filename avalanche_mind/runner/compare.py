@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--redraw", type=Path, metavar="DIR",
                         help="train nothing: write the table, CSV and plots of DIR/results.json again with this "
                              "version's report (e.g. the seeds' spread on a run made before the plots showed it)")
+    parser.add_argument("--validation", action="store_true",
+                        help="train on 85%% of each class of each training experience and evaluate on the other 15%% "
+                             "(--tune's split) instead of the test stream: to choose settings, MIND's included, "
+                             "without looking at the test data")
     parser.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     parser.add_argument("--quiet", action="store_true", help="print only the final table")
     wandb = add_wandb_arguments(parser)
@@ -217,7 +221,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             failed = run(preset, seeds=args.seeds, strategies=args.strategies, out=out, data_root=args.data_root,
                          device=device, log=log, make_wandb_logger=wandb_factory(args, preset, stamp),
-                         rules=args.rules, execute=execute, execution=execution)["failed"]
+                         rules=args.rules, execute=execute, execution=execution,
+                         validation=args.validation)["failed"]
     except (OutputError, tuning.SearchFailed) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

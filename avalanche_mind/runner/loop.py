@@ -36,7 +36,7 @@ from avalanche_mind.runner.presets import Preset
 from avalanche_mind.runner.probes import MetricRow, PeakRSS, ResourceProbe
 from avalanche_mind.runner.reproducible import seed_everything
 from avalanche_mind.runner.strategies import STRATEGIES, RunContext, StrategySpec
-from avalanche_mind.runner.validation import validation_benchmark
+from avalanche_mind.runner.validation import VALIDATION_FRACTION, validation_benchmark
 from avalanche_mind.strategy import experience_classes
 
 WandBFactory = Callable[[str, int, Dict[str, Any]], Any]
@@ -304,9 +304,12 @@ def run(
     rules: Sequence[str] = (),
     execute: Executor = run_serial,
     execution: Optional[Dict[str, Any]] = None,
+    validation: bool = False,
 ) -> Dict[str, Any]:
     """Run every strategy with every seed, print the table, write every output under ``out``; returns the result.
 
+    ``validation``: train on the training parts of the validation split and evaluate on
+    its validation parts instead of the test stream (``compare --validation``).
     ``execute`` runs the (strategy, seed) tasks (default: here, one after another);
     ``execution`` describes how, for the results' environment. Failed runs are listed
     under ``"failed"`` and in the notes; the others' figures are written as usual.
@@ -316,7 +319,7 @@ def run(
     """
     start = time.perf_counter()
     log(f"Loading benchmark {preset.benchmark} ...")
-    _, stream = loaded(preset, data_root)  # missing data stops here, before any run starts
+    _, stream = loaded(preset, data_root, validation)  # missing data stops here, before any run starts
     log(f"  {stream['scenario']}-incremental, {stream['n_experiences']} experiences, "
         f"{stream['num_classes']} classes, train sizes {stream['train_sizes']}, "
         f"loaded in {time.perf_counter() - start:.0f} s")
@@ -326,6 +329,7 @@ def run(
         "started": _dt.datetime.now().isoformat(timespec="seconds"),
         "seeds": list(seeds),
         "device": device,
+        "evaluated_on": "validation split" if validation else "test stream",
         **{k: stream[k] for k in ("scenario", "n_experiences", "num_classes")},
         "stream": stream,
         "environment": {
@@ -336,7 +340,7 @@ def run(
         "strategies": {},
         "failed": [],
     }
-    tasks = [RunTask(name, seed, preset, data_root, device, tuple(rules), make_wandb_logger)
+    tasks = [RunTask(name, seed, preset, data_root, device, tuple(rules), make_wandb_logger, validation)
              for name in strategies for seed in seeds]
     outcomes = execute(tasks, log)
     for task, outcome in zip(tasks, outcomes):
@@ -364,6 +368,10 @@ def run(
         }
     result["total_time_s"] = time.perf_counter() - start
     result["notes"] = report.run_notes(preset, stream, result)
+    if validation:
+        result["notes"].insert(0, f"Evaluated on the validation split, not the test stream: every training "
+                                  f"experience minus {VALIDATION_FRACTION:.0%} of each class for training, that "
+                                  f"{VALIDATION_FRACTION:.0%} for evaluation (the split --tune uses).")
     result["notes"] += [f"FAILED: {f['strategy']} seed {f['seed']}: {f['error']} (not in the table)"
                         for f in result["failed"]]
     print(report.markdown_table(result), flush=True)  # before writing: a failed write loses no figure

@@ -173,7 +173,9 @@ def markdown_table(result: Dict[str, Any]) -> str:
     head += (
         f"Benchmark `{result['benchmark']}` ({result['scenario']}-incremental, "
         f"{result['n_experiences']} experiences, {result['num_classes']} classes), "
-        f"seeds {seeds}, device {result['device']}; mean"
+        + ("evaluated on the validation split (not the test stream), "
+           if result.get("evaluated_on") == "validation split" else "")
+        + f"seeds {seeds}, device {result['device']}; mean"
         + (" ± std over seeds" if len(seeds) > 1 else "")
         + f". Total wall time {result['total_time_s']:.0f} s.\n\n"
     )
