@@ -252,17 +252,31 @@ register(Preset(
 
 # Domain-incremental glyphs where fine-tuning forgets (README: "Benchmarks where
 # fine-tuning forgets"): glyphs-domain-cpu's data sizes, model and schedule; the
-# baselines' own hyperparameters untuned (not searched on these benchmarks yet).
-for _name, _what in (
-    ("glyphs-permuted", "a fixed pixel permutation per domain (domain 0 unpermuted)"),
-    ("glyphs-rotated", "a fixed rotation per domain (0, 45, 90, 135, 180 degrees)"),
-    ("glyphs-shift", "a hard style shift per domain (clean, inverted, noisy, blurred, colour-swapped; polarity alternating)"),
-):
+# baselines' own hyperparameters searched on each one's validation split
+# (`compare --preset glyphs-<kind>-cpu --tune`, recorded in benchmarks/tuning/), never inherited.
+_FORGETTING_DOMAINS = {
+    "glyphs-permuted": (
+        "a fixed pixel permutation per domain (domain 0 unpermuted)",
+        dict(lwf_alpha=1.0, lwf_temperature=2.0, ewc_lambda=1000.0, si_lambda=10.0,
+             packnet_lr=0.005, packnet_post_prune_epochs=3),  # benchmarks/tuning/glyphs-permuted-cpu.json
+    ),
+    "glyphs-rotated": (
+        "a fixed rotation per domain (0, 45, 90, 135, 180 degrees)",
+        dict(lwf_alpha=4.0, lwf_temperature=2.0, ewc_lambda=10000.0, si_lambda=1.0,
+             packnet_lr=0.005, packnet_post_prune_epochs=6),  # benchmarks/tuning/glyphs-rotated-cpu.json
+    ),
+    "glyphs-shift": (
+        "a hard style shift per domain (clean, inverted, noisy, blurred, colour-swapped; polarity alternating)",
+        dict(),  # not searched yet: the untuned defaults
+    ),
+}
+for _name, (_what, _tuned) in _FORGETTING_DOMAINS.items():
     register(dataclasses.replace(
         untuned(PRESETS["glyphs-domain-cpu"]),
         name=f"{_name}-cpu",
         description=f"Glyphs, domain-incremental, 20 classes x 5 domains, {_what}; reduced for 2 CPU cores.",
         benchmark=_name,
+        **_tuned,
     ))
 
 # ------------------------------------------------------------------ tests
