@@ -267,7 +267,8 @@ _FORGETTING_DOMAINS = {
     ),
     "glyphs-shift": (
         "a hard style shift per domain (clean, inverted, noisy, blurred, colour-swapped; polarity alternating)",
-        dict(),  # not searched yet: the untuned defaults
+        dict(lwf_alpha=1.0, lwf_temperature=2.0, ewc_lambda=100.0, si_lambda=1.0,
+             packnet_lr=0.005, packnet_post_prune_epochs=3),  # benchmarks/tuning/glyphs-shift-cpu.json
     ),
 }
 for _name, (_what, _tuned) in _FORGETTING_DOMAINS.items():
