@@ -36,7 +36,7 @@ from avalanche_mind.runner.presets import Preset
 from avalanche_mind.runner.probes import MetricRow, PeakRSS, ResourceProbe
 from avalanche_mind.runner.reproducible import seed_everything
 from avalanche_mind.runner.strategies import STRATEGIES, RunContext, StrategySpec
-from avalanche_mind.runner.validation import VALIDATION_FRACTION, validation_benchmark
+from avalanche_mind.runner.validation import validation_benchmark
 from avalanche_mind.strategy import experience_classes
 
 WandBFactory = Callable[[str, int, Dict[str, Any]], Any]
@@ -368,10 +368,6 @@ def run(
         }
     result["total_time_s"] = time.perf_counter() - start
     result["notes"] = report.run_notes(preset, stream, result)
-    if validation:
-        result["notes"].insert(0, f"Evaluated on the validation split, not the test stream: every training "
-                                  f"experience minus {VALIDATION_FRACTION:.0%} of each class for training, that "
-                                  f"{VALIDATION_FRACTION:.0%} for evaluation (the split --tune uses).")
     result["notes"] += [f"FAILED: {f['strategy']} seed {f['seed']}: {f['error']} (not in the table)"
                         for f in result["failed"]]
     print(report.markdown_table(result), flush=True)  # before writing: a failed write loses no figure

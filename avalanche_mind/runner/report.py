@@ -18,6 +18,7 @@ import numpy as np
 
 from avalanche_mind.accuracy_matrix import forgetting_from_matrix
 from avalanche_mind.runner.presets import Preset
+from avalanche_mind.runner.validation import VALIDATION_FRACTION
 
 Matrix = List[List[Optional[float]]]
 
@@ -86,11 +87,20 @@ def mean_matrix(matrices: Sequence[Matrix]) -> Matrix:
     return [[_mean([m[i][j] for m in matrices]) for j in range(cols)] for i in range(rows)]
 
 
+def evaluated_on_validation(result: Dict[str, Any]) -> bool:
+    """Whether a run was scored on the validation split (``compare --validation``) instead of the test stream."""
+    return result.get("evaluated_on") == "validation split"
+
+
 # ---------------------------------------------------------------- notes
 def run_notes(preset: Preset, stream: Dict[str, Any], result: Dict[str, Any]) -> List[str]:
     """How the table was produced: budget, backbone and normalisation, PackNet's setup, what each figure means."""
     strategies = result["strategies"]
     notes = [preset.budget_note()]
+    if evaluated_on_validation(result):
+        notes.insert(0, f"Evaluated on the validation split, not the test stream: every training experience minus "
+                        f"{VALIDATION_FRACTION:.0%} of each class for training, that {VALIDATION_FRACTION:.0%} for "
+                        "evaluation (the split --tune uses).")
     norms = {entry["label"]: entry["normalisation"] for entry in strategies.values()}
     notes.append(
         "Backbone: the same network for every strategy ("
@@ -173,8 +183,7 @@ def markdown_table(result: Dict[str, Any]) -> str:
     head += (
         f"Benchmark `{result['benchmark']}` ({result['scenario']}-incremental, "
         f"{result['n_experiences']} experiences, {result['num_classes']} classes), "
-        + ("evaluated on the validation split (not the test stream), "
-           if result.get("evaluated_on") == "validation split" else "")
+        + ("evaluated on the validation split (not the test stream), " if evaluated_on_validation(result) else "")
         + f"seeds {seeds}, device {result['device']}; mean"
         + (" ± std over seeds" if len(seeds) > 1 else "")
         + f". Total wall time {result['total_time_s']:.0f} s.\n\n"
