@@ -72,9 +72,11 @@ def mind_hyperparameters(strategy: "MIND") -> Dict[str, Any]:
     return strategy.config.to_dict()
 
 
-def checkpoint_payload(strategy: "MIND", extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+def checkpoint_payload(strategy: "MIND", extra: Optional[Mapping[str, Any]] = None,
+                       evaluation_pending: bool = False) -> Dict[str, Any]:
     """Everything :func:`save_checkpoint` writes: ``strategy.state_dict()``, the random states and ``extra``."""
-    body = {**strategy.state_dict(), "rng": training_rng_state(strategy), "extra": plain(dict(extra or {}))}
+    body = {**strategy.state_dict(), "rng": training_rng_state(strategy), "extra": plain(dict(extra or {})),
+            "evaluation_pending": bool(evaluation_pending)}
     return {"format": FORMAT, "version": FORMAT_VERSION, "digest": _digest(body), "body": body}
 
 
@@ -150,7 +152,8 @@ def atomic_torch_save(obj: Any, path: PathLike) -> Path:
     return path
 
 
-def save_checkpoint(strategy: "MIND", path: PathLike, extra: Optional[Mapping[str, Any]] = None) -> Path:
+def save_checkpoint(strategy: "MIND", path: PathLike, extra: Optional[Mapping[str, Any]] = None, *,
+                    evaluation_pending: bool = False) -> Path:
     """Save MIND's whole state to ``path`` atomically; returns the path.
 
     ``extra``: plain values (str, numbers, lists, dicts) stored beside the state,
@@ -158,8 +161,11 @@ def save_checkpoint(strategy: "MIND", path: PathLike, extra: Optional[Mapping[st
     gives them back. (Avalanche's own ``avalanche.checkpointing.save_checkpoint`` cannot
     be used: it pickles the strategy and fails with a ``PicklingError``, upstream
     issue #1680.)
+    ``evaluation_pending``: saved after training, before the evaluation that follows it
+    completed; a resumed run repeats that evaluation (its metrics, forgetting's first
+    accuracies among them, are in no checkpoint yet).
     """
-    return atomic_torch_save(checkpoint_payload(strategy, extra), path)
+    return atomic_torch_save(checkpoint_payload(strategy, extra, evaluation_pending), path)
 
 
 @dataclass
@@ -180,6 +186,40 @@ class Checkpoint:
     @property
     def extra(self) -> Dict[str, Any]:
         return self.body.get("extra") or {}
+
+    @property
+    def evaluation_pending(self) -> bool:
+        """Saved after training but before the evaluation that followed it completed (see :class:`CheckpointPlugin`)."""
+        return bool(self.body.get("evaluation_pending", False))
+
+
+_BODY = {"hyperparameters": Mapping, "n_trained": int, "model_signature": Mapping, "model": Mapping,
+         "mind_state": Mapping, "optimizer": Mapping, "scheduler": (Mapping, type(None)), "generator": Tensor,
+         "clock": Mapping, "rng": Mapping}
+_MIND_STATE = {"slices": list, "experience_ids": list, "bn_snapshots": (Mapping, list)}
+
+
+def _missing(values: Mapping[str, Any], kinds: Mapping[str, Any], prefix: str = "") -> List[str]:
+    return [f"{prefix}{key}" for key, kind in kinds.items() if not isinstance(values.get(key), kind)]
+
+
+def _check_body(body: Mapping[str, Any], path: Path) -> None:
+    """CheckpointError for a body that lacks what loading reads: another version's file, or a hand edit."""
+    problems = _missing(body, _BODY)
+    state = body.get("mind_state")
+    if isinstance(state, Mapping):
+        problems += _missing(state, _MIND_STATE, "mind_state.")
+        if isinstance(state.get("bn_snapshots"), Mapping):
+            problems += _missing(state, {"n_bn_snapshots": int}, "mind_state.")
+    hyper = body.get("hyperparameters")
+    if isinstance(hyper, Mapping):
+        problems += [f"hyperparameters.{key}" for key in ("n_experiences", "capacity", "weight_sharing",
+                                                            "temperature", "task_inference") if key not in hyper]
+    if problems:
+        raise CheckpointError(
+            f"{path} lacks entries this avalanche-mind reads, or holds them with another type: "
+            f"{', '.join(problems[:6])}{' ...' if len(problems) > 6 else ''} (written by another version, or "
+            "edited); use a checkpoint written by this version's `avalanche-mind train` or save_checkpoint")
 
 
 def read_checkpoint(path: PathLike) -> Checkpoint:
@@ -208,6 +248,7 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
             f"{path} is corrupt: its contents do not match the digest written with them "
             "(the file was altered or damaged after saving)"
         )
+    _check_body(body, path)
     return Checkpoint(path, body)
 
 
@@ -256,25 +297,26 @@ class CheckpointPlugin(SupervisedPlugin, supports_distributed=True):
     def _target(self, strategy: "MIND") -> Path:
         return Path(self.path.replace("{experience}", str(strategy.state.n_tasks - 1)))
 
-    def _save(self, strategy: "MIND") -> None:
+    def _save(self, strategy: "MIND", evaluation_pending: bool) -> None:
         if is_main_process():  # under torchrun every rank holds the same state: rank 0 writes it
-            self.last_saved = save_checkpoint(strategy, self._target(strategy), self.extra)
+            self.last_saved = save_checkpoint(strategy, self._target(strategy), self.extra,
+                                              evaluation_pending=evaluation_pending)
         self._saved_n_tasks = strategy.state.n_tasks
 
     def before_training(self, strategy: "MIND", **kwargs) -> None:
         self._in_training = True
 
     def after_training_exp(self, strategy: "MIND", **kwargs) -> None:
-        self._save(strategy)
+        self._save(strategy, evaluation_pending=True)
 
     def after_training(self, strategy: "MIND", **kwargs) -> None:
         self._in_training = False
         if self._saved_n_tasks == strategy.state.n_tasks:
-            self._save(strategy)
+            self._save(strategy, evaluation_pending=True)
 
     def after_eval(self, strategy: "MIND", **kwargs) -> None:
         if not self._in_training and self._saved_n_tasks == strategy.state.n_tasks:
-            self._save(strategy)
+            self._save(strategy, evaluation_pending=False)
 
 
 __all__ = [

@@ -22,6 +22,8 @@ size and initialisation come from Avalanche's ``DistributedHelper``.
 """
 from __future__ import annotations
 
+import datetime
+import functools
 import hashlib
 import os
 from typing import Iterable, Optional
@@ -29,6 +31,7 @@ from typing import Iterable, Optional
 import torch
 import torch.distributed as dist
 from avalanche.distributed import DistributedHelper
+from avalanche.distributed import distributed_helper as _helper
 from torch import nn
 from torch.utils.data import DistributedSampler
 
@@ -45,12 +48,26 @@ def is_main_process() -> bool:
     return DistributedHelper.is_main_process
 
 
-def init_from_environment(seed: int, device: str = "cpu") -> bool:
-    """Join the process group ``torchrun`` describes (gloo on CPU, NCCL on GPU); False when not under torchrun."""
+DEFAULT_TIMEOUT_S = 300.0
+"""How long a rank waits for the others in one collective before failing (torch's own default is 30 minutes)."""
+
+
+def init_from_environment(seed: int, device: str = "cpu", timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+    """Join the process group ``torchrun`` describes (gloo on CPU, NCCL on GPU); False when not under torchrun.
+
+    ``timeout_s``: a rank that waits longer than this on a frozen or dead peer fails with
+    torch's timeout error instead of hanging silently.
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return False
     use_cuda = str(device).startswith("cuda")
-    return bool(DistributedHelper.init_distributed(seed, backend="nccl" if use_cuda else "gloo", use_cuda=use_cuda))
+    original = _helper.init_process_group  # Avalanche calls it without a timeout: give it ours
+    _helper.init_process_group = functools.partial(original, timeout=datetime.timedelta(seconds=timeout_s))
+    try:
+        return bool(DistributedHelper.init_distributed(seed, backend="nccl" if use_cuda else "gloo",
+                                                       use_cuda=use_cuda))
+    finally:
+        _helper.init_process_group = original
 
 
 def average_gradients(parameters: Iterable[nn.Parameter]) -> None:

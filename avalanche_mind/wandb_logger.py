@@ -417,6 +417,19 @@ def add_wandb_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
     return group
 
 
+def check_wandb_names(args: argparse.Namespace) -> None:
+    """ValueError before any work for a ``--wandb-project`` that W&B refuses (it would fail only at the first run)."""
+    project = getattr(args, "wandb_project", None)
+    if not getattr(args, "wandb", False) or project is None:
+        return
+    found = [c for c in "/\\#?%:" if c in project]
+    if found or len(project) > 128 or not project.strip():
+        hint = ("; a team goes in --wandb-entity: --wandb-entity TEAM --wandb-project PROJECT"
+                if "/" in project else "")
+        raise ValueError(f"--wandb-project {project!r} is not a W&B project name (1 to 128 characters, none of "
+                         f"/ \\ # ? % :){hint}")
+
+
 def check_wandb_reachable(mode: Optional[str], timeout: float = 5.0) -> None:
     """In online mode, fail in seconds when the W&B server cannot be reached (wandb itself waits ~100 s).
 

@@ -116,3 +116,55 @@ def test_train_gives_the_runner_s_mind_row(serial, tmp_path):
     # Equal test experiences: the stream figure (sample-weighted) is the runner's mean over experiences.
     assert train["final"]["TAg"] == pytest.approx(run["tag"], abs=1e-12)
     assert train["final"]["TAw"] == pytest.approx(run["taw"], abs=1e-12)
+
+
+def _children(pid: int) -> set:
+    return {int(c) for path in Path(f"/proc/{pid}/task").glob("*/children") for c in path.read_text().split()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_comparison_killed_mid_run_resumes_with_the_same_figures(serial, tmp_path):
+    """SIGKILL the parent while a run hangs: the finished runs are recorded, no worker outlives it, and the
+    rerun trains only the rest, ending with every figure of an uninterrupted comparison."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    hang = ("import sys, time; from avalanche_mind.runner import loop; real = loop.run_strategy\n"
+            "def run_strategy(name, spec, base, benchmark, seed, *a, **k):\n"
+            "    if (name, seed) == ('mind', 1):\n        time.sleep(3600)\n"
+            "    return real(name, spec, base, benchmark, seed, *a, **k)\n"
+            "loop.run_strategy = run_strategy\nfrom avalanche_mind.cli import main\nsys.exit(main(sys.argv[1:]))")
+    proc = subprocess.Popen([sys.executable, "-c", hang, "compare", *TINY, "--jobs", "2", "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        deadline = time.monotonic() + 600  # a bound on waiting, not a measurement
+        while len(list((out / "runs").glob("*.json"))) < 3 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert sorted(p.name for p in (out / "runs").glob("*.json")) == [
+            "mind-seed0.json", "naive-seed0.json", "naive-seed1.json"]
+        workers = _children(proc.pid)
+        assert workers  # the hanging run's worker
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in workers), "a worker outlived the killed comparison"
+    assert not (out / "results.json").exists()
+    err = io.StringIO()
+    with redirect_stdout(io.StringIO()), redirect_stderr(err):
+        status = compare.main([*TINY, "--jobs", "2", "--resume-from", str(out)])
+    assert status == 0, err.getvalue()[-3000:]
+    assert "3 of 4 runs already recorded" in err.getvalue()
+    assert differences(serial, json.loads((out / "results.json").read_text())) == []

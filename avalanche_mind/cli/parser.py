@@ -9,6 +9,7 @@ import argparse
 
 from avalanche_mind.cli.options import PROG, add_benchmark_arguments, add_recorded_model_arguments, formatter, int_list
 from avalanche_mind.config import DEFAULTS
+from avalanche_mind.distributed import DEFAULT_TIMEOUT_S
 from avalanche_mind.export_cli import add_export_arguments
 from avalanche_mind.losses import DISTILL_LOSSES
 from avalanche_mind.models import MODEL_NAMES
@@ -134,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write the final metrics and accuracy matrices to this JSON file")
     run.add_argument("--quiet", action="store_true",
                      help="print only the final line: no progress bars, no line per experience")
+    run.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                     help="under torchrun: how long a rank waits for the others before failing with an error, "
+                          "e.g. when one froze (default %(default)g; torch's own is 1800)")
     add_wandb_arguments(train)
 
     # ------------------------------------------------------------- evaluate

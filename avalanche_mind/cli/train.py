@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shlex
 import sys
 import time
@@ -24,18 +25,20 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 import torch.distributed as dist
 
-from avalanche_mind.checkpoint import CheckpointPlugin, load_checkpoint, read_checkpoint
+from avalanche_mind.checkpoint import CheckpointError, CheckpointPlugin, load_checkpoint, read_checkpoint
 from avalanche_mind.cli.builders import benchmark_shape, build_benchmark, build_model
 from avalanche_mind.cli.options import MIND_OPTIONS, PROG, key_values
 from avalanche_mind.config import MINDConfig
 from avalanche_mind.distributed import init_from_environment, is_distributed, is_main_process
+from avalanche_mind.errors import TrainingDivergedError
+from avalanche_mind.locking import OutputBusy, OutputLock
 from avalanche_mind.metrics import mind_evaluator
 from avalanche_mind.preflight import CLIError, check_device, check_writable
 from avalanche_mind.runner.presets import get_preset
 from avalanche_mind.runner.reproducible import seed_everything, set_threads
 from avalanche_mind.settings import PAPER_SETTINGS
 from avalanche_mind.strategy import MIND
-from avalanche_mind.wandb_logger import MINDWandBLogger, wandb_logger_from_args
+from avalanche_mind.wandb_logger import MINDWandBLogger, check_wandb_names, wandb_logger_from_args
 
 
 def resume_command(argv: Sequence[str]) -> str:
@@ -124,9 +127,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_writable(args.results, "--results")
     if getattr(args, "wandb", False) and getattr(args, "wandb_dir", None):
         check_writable(args.wandb_dir, "--wandb-dir", folder=True)
+    check_wandb_names(args)
+    if args.dist_timeout <= 0:
+        raise CLIError("--dist-timeout must be > 0 seconds")
+    lock = None
+    if args.checkpoint and os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 alone writes it
+        try:
+            lock = OutputLock(args.checkpoint, "--checkpoint").acquire()
+        except OutputBusy as error:
+            raise CLIError(str(error)) from None
+    try:
+        return _train(args, settings)
+    finally:
+        if lock is not None:
+            lock.release()
 
+
+def _train(args: argparse.Namespace, settings: Dict[str, Any]) -> int:
     set_threads(args.threads, args.device)
-    init_from_environment(args.seed, args.device)  # under torchrun: join the process group first
+    init_from_environment(args.seed, args.device, args.dist_timeout)  # under torchrun: join the process group first
     main = is_main_process()
     quiet = args.quiet or not main
     benchmark = build_benchmark(settings["benchmark"], args.data_root, settings["benchmark_kwargs"])
@@ -167,7 +186,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         verbose=not quiet,
         **settings["mind"],
     )
-    start = 0
+    start, pending_eval = 0, False
     if args.resume and Path(args.checkpoint).is_file():
         saved = read_checkpoint(args.checkpoint).extra.get("cli", {})
         for key in ("benchmark", "benchmark_kwargs", "model", "model_kwargs", "seed"):
@@ -176,7 +195,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                     f"--resume: the checkpoint was trained with {key}={saved[key]!r}, this run asks for "
                     f"{record[key]!r}; use the interrupted run's options"
                 )
-        start = load_checkpoint(strategy, args.checkpoint).n_trained
+        try:
+            resumed = load_checkpoint(strategy, args.checkpoint)
+        except CheckpointError as error:
+            raise CLIError(f"--resume: {str(error).split('. Build MIND with')[0]}; resume with the interrupted "
+                           "run's options (no option of this command overrides a checkpoint's settings), or "
+                           "start anew with another --checkpoint") from None
+        start, pending_eval = resumed.n_trained, resumed.evaluation_pending
         if not quiet:
             print(f"Resumed from {args.checkpoint}: {start} of {len(train_stream)} experiences trained.")
     elif args.resume and not quiet:
@@ -191,7 +216,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if saved is None and args.checkpoint and Path(args.checkpoint).is_file():
             saved = Path(args.checkpoint)
         if saved is None:
-            return "nothing was saved (no --checkpoint, or none written yet)"
+            return (f"no checkpoint was written yet ({args.checkpoint} does not exist)" if args.checkpoint
+                    else "nothing was saved (no --checkpoint)")
         return f"the last checkpoint, {saved}, holds {read_trained(saved)} trained experience(s)"
 
     def read_trained(path) -> str:
@@ -201,14 +227,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             return "?"
 
     try:
+        if pending_eval:  # killed in the evaluation after the checkpoint: its metrics (forgetting's) are needed
+            results = strategy.eval(test_stream)
         for experience in train_stream[start:]:
-            strategy.train(experience)
+            train_one(strategy, experience, args)
             results = strategy.eval(test_stream)
             if not quiet:
                 done = strategy.state.n_tasks
                 print(f"[{done}/{len(train_stream)}] " + seen_summary(results, strategy.state.experience_ids,
                                                                      test_sizes))
-        if start >= len(train_stream) and not results:
+        if start >= len(train_stream) and not pending_eval:
             results = strategy.eval(test_stream)
     except KeyboardInterrupt:
         print(f"\n{PROG} train: interrupted after {strategy.state.n_tasks} of {len(train_stream)} experiences; "
@@ -243,6 +271,19 @@ def cmd_train(args: argparse.Namespace) -> int:
                            "final figures are printed above" + (f" and the trained model is in {args.checkpoint}"
                                                                 if args.checkpoint else "")) from error
     return 0
+
+
+def train_one(strategy: MIND, experience, args: argparse.Namespace) -> None:
+    """``strategy.train(experience)``; a step that overflows float32 is reported as the divergence it is."""
+    try:
+        strategy.train(experience)
+    except RuntimeError as error:
+        if "overflow" not in str(error):
+            raise
+        raise TrainingDivergedError(
+            f"training diverged: an optimizer step overflowed float32 in experience "
+            f"{int(experience.current_experience)} (learning rates lr={strategy.config.lr:g}, "
+            f"teacher_lr={strategy.config.teacher_lr:g}); lower --lr / --teacher-lr") from None
 
 
 def seen_summary(results: Dict[str, float], trained_ids: Sequence[int], sizes: Dict[int, int]) -> str:

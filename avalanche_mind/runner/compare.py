@@ -48,15 +48,16 @@ from typing import Any, Dict, Optional, Sequence
 
 import torch
 
+from avalanche_mind.data.registry import benchmark_names
+from avalanche_mind.locking import OutputBusy, OutputLock
 from avalanche_mind.preflight import CLIError, check_device, check_writable
-from avalanche_mind.runner import tuning
-from avalanche_mind.runner import parallel, report
+from avalanche_mind.runner import parallel, records, report, tuning
 from avalanche_mind.runner.loop import OutputError, run, run_serial
 from avalanche_mind.runner.presets import PRESETS, Preset, check_overrides, get_preset, with_overrides
 from avalanche_mind.runner.reproducible import default_threads, set_threads
 from avalanche_mind.runner.strategies import DEFAULT_STRATEGIES, LADDER, STRATEGIES
 from avalanche_mind.task_id import TASK_INFERENCE_RULES
-from avalanche_mind.wandb_logger import add_wandb_arguments, wandb_logger_from_args
+from avalanche_mind.wandb_logger import add_wandb_arguments, check_wandb_names, wandb_logger_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--strategies", nargs="+", default=list(DEFAULT_STRATEGIES), choices=list(STRATEGIES),
                         metavar="NAME", help=f"strategies to run (default: {', '.join(DEFAULT_STRATEGIES)}; "
                                              f"also the ablation rungs {', '.join(LADDER)})")
-    parser.add_argument("--out", type=Path, help="output folder (default: results/<benchmark>-<timestamp>/)")
+    parser.add_argument("--out", type=Path, help="output folder (default: results/<benchmark>-<timestamp>/); each "
+                        "finished run is recorded in its runs/ folder at once, and a rerun with the same --out "
+                        "skips the runs recorded there")
+    parser.add_argument("--resume-from", type=Path, metavar="DIR",
+                        help="continue the interrupted comparison whose --out was DIR (the same options): the runs "
+                             "recorded in DIR/runs are not run again; the outputs go to DIR")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, or auto (default: cpu)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a preset field, e.g. --set temperature=4 (repeatable)")
@@ -155,27 +161,56 @@ def redraw(folder: Path) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the comparison ``argv`` asks for; returns the exit status."""
+    """Run the comparison ``argv`` asks for; returns the exit status (130 after Ctrl-C)."""
     args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except CLIError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _user_errors(args: argparse.Namespace) -> Optional[str]:
+    """The first argument error found without loading anything, or None."""
+    unknown = [r for r in args.rules if r not in TASK_INFERENCE_RULES]
+    if unknown:
+        return f"unknown --rules {unknown}; use some of {list(TASK_INFERENCE_RULES)}"
+    if args.ray is not None:
+        try:
+            parallel.check_ray_address(args.ray)
+        except ValueError as error:
+            return str(error)
+        if not parallel.ray_installed():
+            return parallel.RAY_MISSING
+    if args.jobs is not None and args.jobs < 1:
+        return "--jobs must be >= 1"
+    if args.tune and not set(args.strategies) & set(tuning.GRIDS):
+        return f"--tune searches {', '.join(tuning.GRIDS)}; name some of them in --strategies"
+    if args.benchmark and args.benchmark not in benchmark_names():
+        return f"unknown --benchmark {args.benchmark!r}; use one of {', '.join(benchmark_names())}"
+    if args.resume_from is not None:
+        if args.out is not None and args.out != args.resume_from:
+            return "--resume-from DIR writes to DIR: leave out --out, or give the same folder"
+        if not (args.resume_from / records.RUNS).is_dir():
+            return (f"--resume-from {args.resume_from}: no runs are recorded there ({args.resume_from / records.RUNS} "
+                    "does not exist); give the --out folder of the interrupted comparison")
+    try:
+        check_wandb_names(args)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.list_presets:
         for name in sorted(PRESETS):
             print(f"{name:20s} {PRESETS[name].description}")
         return 0
     if args.redraw is not None:
         return redraw(args.redraw)
-    unknown = [r for r in args.rules if r not in TASK_INFERENCE_RULES]
-    if unknown:
-        print(f"error: unknown --rules {unknown}; use some of {list(TASK_INFERENCE_RULES)}", file=sys.stderr)
-        return 2
-    if args.ray is not None and not parallel.ray_installed():
-        print(f"error: {parallel.RAY_MISSING}", file=sys.stderr)
-        return 2
-    if args.jobs is not None and args.jobs < 1:
-        print("error: --jobs must be >= 1", file=sys.stderr)
-        return 2
-    if args.tune and not set(args.strategies) & set(tuning.GRIDS):
-        print(f"error: --tune searches {', '.join(tuning.GRIDS)}; name some of them in --strategies", file=sys.stderr)
-        return 2
+    problem = _user_errors(args)
+    if problem:
+        raise CLIError(problem)
     try:
         preset = get_preset("tiny" if args.tiny else args.preset)
         if args.benchmark:
@@ -184,21 +219,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         preset = with_overrides(preset, args.overrides)
         check_overrides(base_preset, preset)
     except (KeyError, ValueError) as error:
-        print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
-        return 2
+        raise CLIError(error.args[0] if error.args else error) from None
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     stamp = f"{_dt.datetime.now():%Y%m%d-%H%M%S}"
-    out = args.out or (tuning.RECORDS if args.tune else Path("results") / f"{preset.benchmark}-{stamp}")
-    try:  # before any training: a run must not end in a write that cannot happen
-        check_device(device)
-        check_writable(out, "--out", folder=True)
-        if args.wandb and args.wandb_dir:
-            check_writable(args.wandb_dir, "--wandb-dir", folder=True)
-    except CLIError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    out = args.resume_from or args.out or (tuning.RECORDS if args.tune else Path("results") / f"{preset.benchmark}-{stamp}")
+    # before any training: a run must not end in a write that cannot happen
+    check_device(device)
+    check_writable(out, "--out", folder=True)
+    if args.wandb and args.wandb_dir:
+        check_writable(args.wandb_dir, "--wandb-dir", folder=True)
+    try:
+        lock = OutputLock(out, "--out").acquire()
+    except OutputBusy as error:
+        raise CLIError(str(error)) from None
+    try:
+        return _compare(args, preset, device, out, stamp)
+    finally:
+        lock.release()
+
+
+def _compare(args: argparse.Namespace, preset: Preset, device: str, out: Path, stamp: str) -> int:
     threads = default_threads(args.threads, device)
     set_threads(threads, device)
     jobs = args.jobs or (os.cpu_count() or 1 if device == "cpu" else 1)
@@ -226,10 +268,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (OutputError, tuning.SearchFailed) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except records.RecordMismatch as error:
+        raise CLIError(str(error)) from None
     except FileNotFoundError as error:
         print(f"error: the data of benchmark {preset.benchmark!r} is missing.\n{error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.tune:
+            kept = "nothing of the interrupted search was written"
+        else:
+            done = len(list((out / records.RUNS).glob("*.json"))) if (out / records.RUNS).is_dir() else 0
+            kept = (f"{done} finished run(s) are recorded in {out / records.RUNS}; continue with the same command "
+                    f"and --resume-from {out}")
+        print(f"\ncompare: interrupted; {kept}", file=sys.stderr)
+        return 130
     for failure in failed:
         print(f"error: {failure['strategy']} seed {failure['seed']} failed: {failure['error']} (the other runs' "
-              "results are written)", file=sys.stderr)
+              "results are written; rerun the same command to run it again)", file=sys.stderr)
     return 1 if failed else 0

@@ -30,7 +30,7 @@ from avalanche.training.plugins import EvaluationPlugin
 from avalanche_mind.data.registry import load_benchmark
 from avalanche_mind.metrics import mind_metrics
 from avalanche_mind.random_state import training_rng_kept
-from avalanche_mind.runner import report
+from avalanche_mind.runner import records, report
 from avalanche_mind.runner.baselines import normalisation_of
 from avalanche_mind.runner.presets import Preset
 from avalanche_mind.runner.probes import MetricRow, PeakRSS, ResourceProbe
@@ -80,8 +80,10 @@ class RunFailed:
 
 
 Outcome = Union[Dict[str, Any], RunFailed]
-Executor = Callable[[Sequence[RunTask], Callable[[str], None]], List[Outcome]]
-"""``execute(tasks, log)``: every task's outcome, in the tasks' order."""
+Done = Callable[[int, Outcome], None]
+Executor = Callable[..., List[Outcome]]
+"""``execute(tasks, log, done=None)``: every task's outcome, in the tasks' order; ``done(i, outcome)`` is called
+as each task finishes (the runner records it then, so a kill loses only the runs in progress)."""
 
 
 def describe_stream(benchmark) -> Dict[str, Any]:
@@ -150,7 +152,7 @@ def run_task(task: RunTask, log: Callable[[str], None]) -> Dict[str, Any]:
                         task.seed, log, task.make_wandb_logger, task.rules)
 
 
-def run_serial(tasks: Sequence[RunTask], log: Callable[[str], None]) -> List[Outcome]:
+def run_serial(tasks: Sequence[RunTask], log: Callable[[str], None], done: Optional[Done] = None) -> List[Outcome]:
     """Every task in this process, one after another; a failed run is reported and the next one runs."""
     outcomes: List[Outcome] = []
     for i, task in enumerate(tasks):
@@ -161,6 +163,8 @@ def run_serial(tasks: Sequence[RunTask], log: Callable[[str], None]) -> List[Out
         except Exception as error:  # noqa: BLE001 - reported with the results; the other runs go on
             outcomes.append(RunFailed.from_exception(error))
             log(f"  {task.label} failed: {outcomes[-1].error}")
+        if done is not None:
+            done(i, outcomes[-1])
     return outcomes
 
 
@@ -340,9 +344,24 @@ def run(
         "strategies": {},
         "failed": [],
     }
-    tasks = [RunTask(name, seed, preset, data_root, device, tuple(rules), make_wandb_logger, validation)
-             for name in strategies for seed in seeds]
-    outcomes = execute(tasks, log)
+    everything = [RunTask(name, seed, preset, data_root, device, tuple(rules), make_wandb_logger, validation)
+                  for name in strategies for seed in seeds]
+    settings = {"preset": preset.to_dict(), "device": device, "rules": list(rules), "validation": validation,
+                "data_root": data_root, "torch_threads": torch.get_num_threads()}
+    known = records.recorded_runs(out, settings, [(t.name, t.seed) for t in everything])
+    if known:
+        log(f"  {len(known)} of {len(everything)} runs already recorded in {Path(out) / records.RUNS}: not run "
+            "again (remove that folder to run them again)")
+    result["environment"]["runs_recorded_before"] = len(known)
+    tasks = [t for t in everything if (t.name, t.seed) not in known]
+
+    def done(i: int, outcome: Outcome) -> None:
+        if not isinstance(outcome, RunFailed):
+            records.save_run(out, tasks[i].name, tasks[i].seed, settings, outcome)
+
+    ran = dict(zip(((t.name, t.seed) for t in tasks), execute(tasks, log, done=done) if tasks else []))
+    tasks = everything
+    outcomes = [known.get((t.name, t.seed)) or ran[(t.name, t.seed)] for t in tasks]
     for task, outcome in zip(tasks, outcomes):
         if isinstance(outcome, RunFailed):
             result["failed"].append({"strategy": task.name, "seed": task.seed, "error": outcome.error,
@@ -374,10 +393,11 @@ def run(
     try:
         report.write_all(result, out)
     except OSError as error:
-        fallback = Path(tempfile.gettempdir()) / f"compare-results-{_dt.datetime.now():%Y%m%d-%H%M%S}.json"
+        fallback = Path(tempfile.gettempdir()) / f"compare-results-{_dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"
         try:
-            report.write_json(result, fallback)
-            saved = f"every figure is saved in {fallback} instead"
+            report.write_json(result, fallback / "results.json")
+            saved = (f"every figure is saved in {fallback / 'results.json'} instead (its table and plots: "
+                     f"compare --redraw {fallback})")
         except OSError:
             saved = "the table above has the figures"
         raise OutputError(f"could not write the results under {out} ({error.strerror or error}); {saved}") from error

@@ -5,50 +5,81 @@ evaluations off the training random state (:mod:`avalanche_mind.runner.reproduci
 so where a task runs changes no figure, only the wall time. Outcomes come back in the
 tasks' order; a task that raises (or whose process dies) comes back as
 :class:`~avalanche_mind.runner.loop.RunFailed` with its error, and the others run on.
-Tasks are plain values (:class:`~avalanche_mind.runner.loop.RunTask`); each worker
-builds its own W&B logger, and loads the benchmark once unless it inherited it.
+Tasks are plain values (:class:`~avalanche_mind.runner.loop.RunTask`); each task gets
+its own process, so one that dies fails only its task, and workers die with the
+comparison. Each builds its own W&B logger; a forked one inherits the loaded benchmark.
 """
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import multiprocessing
+import os
 import platform
+import signal
+import socket
 import sys
 import threading
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Any, Callable, List, Optional, Sequence
+import time
+from multiprocessing.connection import wait
+from typing import Callable, List, Optional, Sequence
 
 import torch
 
-from avalanche_mind.runner.loop import Executor, Outcome, RunFailed, RunTask, run_task
+from avalanche_mind.runner.loop import Done, Executor, Outcome, RunFailed, RunTask, run_task
 
 RAY_MISSING = "--ray needs Ray, an optional extra: pip install -e '.[ray]'"
-
-_lines: Any = None
-"""In a worker process: the queue its progress lines go to (the parent prints them, one whole line at a time)."""
-
 
 def ray_installed() -> bool:
     return importlib.util.find_spec("ray") is not None
 
 
-def _start_worker(lines, threads: Optional[int]) -> None:
-    global _lines
-    _lines = lines
+def check_ray_address(address: Optional[str], timeout: float = 5.0) -> None:
+    """ValueError, in seconds, for a malformed ``--ray`` address or one where nothing answers (Ray would wait on)."""
+    if not address or address == "auto":
+        return
+    scheme, _, rest = address.rpartition("://")
+    host, _, port = rest.rpartition(":")
+    if scheme not in ("", "ray") or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in rest:
+        raise ValueError(f"--ray {address!r} is not a Ray address: give ray://HOST:PORT (Ray Client), HOST:PORT, "
+                         "or no address for a local Ray")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise ValueError(f"--ray {address}: nothing answers at {host}:{port} ({error.strerror or error}); start "
+                         "the Ray cluster or correct the address (no address: a local Ray)") from None
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this worker when the comparison that started it dies (even by SIGKILL): no orphan keeps training."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:  # elsewhere (and as a fallback): notice the new parent
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _worker(task: RunTask, conn, threads: Optional[int], parent: int) -> None:
+    """One task in its own process: progress lines, then the outcome, through ``conn``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it ends the workers
+    _die_with_parent(parent)
     if threads is not None:
         torch.set_num_threads(threads)
-
-
-def _in_worker(task: RunTask) -> Outcome:
     try:
-        return run_task(task, _lines.put)
+        outcome: Outcome = run_task(task, lambda line: conn.send(("line", line)))
     except Exception as error:  # noqa: BLE001 - the parent reports it; an exception may not pickle, text does
-        return RunFailed.from_exception(error)
-
-
-def _print_lines(lines, log: Callable[[str], None]) -> None:
-    for line in iter(lines.get, None):
-        log(line)
+        outcome = RunFailed.from_exception(error)
+    conn.send(("outcome", outcome))
+    conn.close()
 
 
 def _context(device: str) -> multiprocessing.context.BaseContext:
@@ -56,42 +87,79 @@ def _context(device: str) -> multiprocessing.context.BaseContext:
 
     Forked workers start at once with this process's state: the loaded benchmark, and
     strategies, benchmarks or patches that a script or a test added at run time, which a
-    spawned worker would not see. They are forked before any thread of the pool starts.
+    spawned worker would not see. This process starts no thread, so forking is safe.
     """
     if platform.system() == "Linux" and str(device) == "cpu":
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("spawn")
 
 
-def in_processes(jobs: int, threads: Optional[int]) -> Executor:
-    """Run the tasks in up to ``jobs`` worker processes of ``threads`` torch threads each."""
-
-    def execute(tasks: Sequence[RunTask], log: Callable[[str], None]) -> List[Outcome]:
-        context = _context(tasks[0].device)
-        lines = context.Queue()
-        printer = threading.Thread(target=_print_lines, args=(lines, log), daemon=True)
-        outcomes: List[Outcome] = [RunFailed("not run")] * len(tasks)
-        pool = ProcessPoolExecutor(max_workers=max(1, min(jobs, len(tasks))), mp_context=context,
-                                   initializer=_start_worker, initargs=(lines, threads))
+def _death(process) -> str:
+    process.join(5)
+    code = process.exitcode
+    if code is not None and code < 0:
         try:
-            futures = {pool.submit(_in_worker, task): i for i, task in enumerate(tasks)}  # forks the workers
-            printer.start()
-            for future in as_completed(futures):
-                i = futures[future]
-                try:
-                    outcomes[i] = future.result()
-                except Exception as error:  # noqa: BLE001 - the worker died (killed, out of memory)
-                    outcomes[i] = RunFailed.from_exception(error)
-                if isinstance(outcomes[i], RunFailed):
-                    lines.put(f"  {tasks[i].label} failed: {outcomes[i].error}")
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"WorkerDied: its process was killed by {name} (out of memory, or killed by hand)"
+    return f"WorkerDied: its process ended (exit status {code}) before sending its results"
+
+
+def in_processes(jobs: int, threads: Optional[int]) -> Executor:
+    """Run the tasks in up to ``jobs`` processes of ``threads`` torch threads each, one process per task.
+
+    A process that dies (killed, out of memory) fails its own task only; Ctrl-C or any
+    error here ends every worker at once.
+    """
+
+    def execute(tasks: Sequence[RunTask], log: Callable[[str], None], done: Optional[Done] = None) -> List[Outcome]:
+        context = _context(tasks[0].device) if tasks else None
+        outcomes: List[Outcome] = [RunFailed("not run")] * len(tasks)
+        waiting = list(range(len(tasks)))
+        running = {}  # task index -> (process, connection)
+        try:
+            while waiting or running:
+                while waiting and len(running) < max(1, jobs):
+                    i = waiting.pop(0)
+                    reader, writer = context.Pipe(duplex=False)
+                    process = context.Process(target=_worker, args=(tasks[i], writer, threads, os.getpid()),
+                                              name=f"compare {tasks[i].label}")
+                    process.start()
+                    writer.close()
+                    running[i] = (process, reader)
+                ready = wait([c for _, c in running.values()] + [p.sentinel for p, _ in running.values()])
+                for i, (process, reader) in list(running.items()):
+                    if reader not in ready and process.sentinel not in ready:
+                        continue
+                    finished = None
+                    try:
+                        while finished is None and reader.poll():
+                            kind, value = reader.recv()
+                            if kind == "line":
+                                log(value)
+                            else:
+                                finished = value
+                    except (EOFError, OSError):
+                        finished = RunFailed(_death(process))
+                    if finished is None and not process.is_alive():
+                        finished = RunFailed(_death(process))
+                    if finished is None:
+                        continue
+                    outcomes[i] = finished
+                    process.join()
+                    reader.close()
+                    del running[i]
+                    if isinstance(finished, RunFailed):
+                        log(f"  {tasks[i].label} failed: {finished.error}")
+                    if done is not None:
+                        done(i, finished)
         finally:
-            lines.put(None)
-            if printer.ident is not None:
-                printer.join()
-        pool.shutdown()
+            for process, reader in running.values():  # Ctrl-C or an error here: no worker outlives it
+                process.kill()
+            for process, reader in running.values():
+                process.join()
+                reader.close()
         return outcomes
 
     return execute
@@ -120,7 +188,7 @@ def on_ray(address: Optional[str], threads: Optional[int], verbose: bool = True)
     running); one it starts itself it shuts down. Each task asks Ray for ``threads`` CPUs.
     """
 
-    def execute(tasks: Sequence[RunTask], log: Callable[[str], None]) -> List[Outcome]:
+    def execute(tasks: Sequence[RunTask], log: Callable[[str], None], done: Optional[Done] = None) -> List[Outcome]:
         import ray
 
         started = not ray.is_initialized()
@@ -141,6 +209,8 @@ def on_ray(address: Optional[str], threads: Optional[int], verbose: bool = True)
                     outcomes[i] = RunFailed.from_exception(error)
                 if isinstance(outcomes[i], RunFailed):
                     log(f"  {tasks[i].label} failed: {outcomes[i].error}")
+                if done is not None:
+                    done(i, outcomes[i])
             return outcomes
         finally:
             if started:

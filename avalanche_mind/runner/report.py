@@ -6,9 +6,11 @@ Accuracies are fractions in [0, 1] in the JSON/CSV and percentages in the table.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
+import os
 import statistics
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -18,6 +20,7 @@ import numpy as np
 
 from avalanche_mind.accuracy_matrix import forgetting_from_matrix
 from avalanche_mind.runner.presets import Preset
+from avalanche_mind.runner.records import atomic_write_text
 from avalanche_mind.runner.validation import VALIDATION_FRACTION
 
 Matrix = List[List[Optional[float]]]
@@ -208,7 +211,7 @@ def write_json(result: Dict[str, Any], path: Path) -> None:
             return [clean(v) for v in obj]
         return obj
 
-    path.write_text(json.dumps(clean(result), indent=2) + "\n")
+    atomic_write_text(path, json.dumps(clean(result), indent=2) + "\n")
 
 
 def write_csv(result: Dict[str, Any], path: Path) -> None:
@@ -299,20 +302,37 @@ def plot_heatmap(matrix: Matrix, title: str, path: Path, row_labels: Sequence[st
 
 
 def write_all(result: Dict[str, Any], out: Path) -> Dict[str, str]:
-    """Write every output of a run under ``out``; returns {kind: path}."""
+    """Write every output of a run under ``out``; returns {kind: path}.
+
+    results.json first (the plots and tables can be drawn again from it with ``--redraw``),
+    each file through a temporary name, so a full disk leaves whole files only.
+    """
     out.mkdir(parents=True, exist_ok=True)
     files = {"json": out / "results.json", "csv": out / "results.csv", "markdown": out / "results.md",
              "curves": out / "accuracy_curves.png"}
     result["files"] = {k: str(v) for k, v in files.items()}
-    heatmaps = {}
+    heatmaps = {name: out / f"heatmap_{name}.png" for name in result["strategies"]}
+    result["files"].update({f"heatmap_{k}": str(v) for k, v in heatmaps.items()})
+    write_json(result, files["json"])
+    atomic_write_text(files["markdown"], markdown_table(result))
+    with _replaced(files["csv"]) as tmp:
+        write_csv(result, tmp)
     for name, entry in result["strategies"].items():
-        heatmaps[name] = out / f"heatmap_{name}.png"
         labels = [str(n - 1) if n < result["n_experiences"] or len(entry["curves"]["trained"]) > 1 else "all"
                   for n in entry["curves"]["trained"]]
-        plot_heatmap(entry["tag_matrix_mean"], f"{entry['label']}: TAg accuracy (%)", heatmaps[name], labels)
-    result["files"].update({f"heatmap_{k}": str(v) for k, v in heatmaps.items()})
-    plot_curves(result, files["curves"])
-    files["markdown"].write_text(markdown_table(result))
-    write_csv(result, files["csv"])
-    write_json(result, files["json"])
+        with _replaced(heatmaps[name]) as tmp:
+            plot_heatmap(entry["tag_matrix_mean"], f"{entry['label']}: TAg accuracy (%)", tmp, labels)
+    with _replaced(files["curves"]) as tmp:
+        plot_curves(result, tmp)
     return result["files"]
+
+
+@contextlib.contextmanager
+def _replaced(path: Path):
+    """A temporary path beside ``path`` (same suffix) that replaces it once written."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

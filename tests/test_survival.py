@@ -1,0 +1,101 @@
+"""Issue 19: a comparison survives its workers and itself; one writer per output; one-line errors."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import pytest
+
+from avalanche_mind.locking import OutputLock
+from avalanche_mind.runner import compare, loop
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _compare(*args: str):
+    err = io.StringIO()
+    with redirect_stdout(io.StringIO()), redirect_stderr(err):
+        status = compare.main([str(a) for a in args])
+    return status, err.getvalue()
+
+
+def test_a_killed_worker_fails_only_its_own_run_and_a_rerun_completes_it(tmp_path, monkeypatch):
+    real = loop.run_strategy
+
+    def oom_kill(name, spec, base, benchmark, seed, *args, **kwargs):
+        if seed == 0:  # as the kernel's out-of-memory killer would
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(name, spec, base, benchmark, seed, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "run_strategy", oom_kill)  # the forked workers inherit it
+    argv = ["--tiny", "--strategies", "naive", "--seeds", "0", "1", "--jobs", "2", "--out", tmp_path]
+    status, err = _compare(*argv)
+    assert status == 1, err[-2000:]
+    result = json.loads((tmp_path / "results.json").read_text())
+    [failed] = result["failed"]
+    assert (failed["strategy"], failed["seed"]) == ("naive", 0) and "SIGKILL" in failed["error"]
+    assert [run["seed"] for run in result["strategies"]["naive"]["runs"]] == [1]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["naive-seed1.json"]
+    monkeypatch.undo()
+    status, err = _compare(*argv)  # the same command again: only the failed run is trained
+    assert status == 0, err[-2000:]
+    assert "1 of 2 runs already recorded" in err
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert again["failed"] == [] and [r["seed"] for r in again["strategies"]["naive"]["runs"]] == [0, 1]
+    assert again["strategies"]["naive"]["runs"][1] == result["strategies"]["naive"]["runs"][0]
+
+
+def test_records_of_other_settings_are_not_mixed_in(tmp_path):
+    status, err = _compare("--tiny", "--strategies", "naive", "--out", tmp_path)
+    assert status == 0, err[-2000:]
+    status, err = _compare("--tiny", "--strategies", "naive", "--out", tmp_path, "--set", "lr=0.02")
+    assert status == 2
+    assert err.strip().splitlines()[-1].startswith(f"error: {tmp_path} holds runs of a comparison with other settings")
+    assert "Traceback" not in err
+
+
+def _holder(target: Path) -> subprocess.Popen:
+    """Another process holding the lock of ``target``, until killed."""
+    code = ("import sys, time; from avalanche_mind.locking import OutputLock; OutputLock(sys.argv[1], 'x').acquire();"
+            " print('locked', flush=True); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_second_writer_of_the_same_out_is_refused_naming_the_first(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    monkeypatch.setattr(compare, "run", lambda *a, **k: pytest.fail("trained while --out was in use"))
+    holder = _holder(out)
+    try:
+        status, err = _compare("--tiny", "--strategies", "naive", "--out", out)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: --out {out} is being written by process {holder.pid} (")
+    # The holder was killed: its lock does not outlive it.
+    with OutputLock(out, "--out"):
+        pass
+    assert not list(tmp_path.glob(".*.lock"))
+
+
+def test_a_second_writer_of_the_same_checkpoint_is_refused(tmp_path, capsys, monkeypatch):
+    from avalanche_mind import MIND, cli
+    from test_cli import TINY
+
+    ckpt = tmp_path / "run.pt"
+    monkeypatch.setattr(MIND, "train", lambda *a, **k: pytest.fail("trained while --checkpoint was in use"))
+    with OutputLock(ckpt, "--checkpoint"):
+        code = cli.main(["train", *TINY, "--checkpoint", str(ckpt)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"avalanche-mind train: error: --checkpoint {ckpt} is being written by process "
+                          f"{os.getpid()} (")
