@@ -193,6 +193,9 @@ def export_checkpoint(
                                   f"{culprit[2]}") from error
             raise ExportError(f"the {format} export failed: {first_line(error)}") from error
         difference, exercised = verify(tmp, format, predictor, task, inputs)
+        mask = os.umask(0o022)  # the usual permissions, as checkpoints get: not mkstemp's private 0600
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

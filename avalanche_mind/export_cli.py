@@ -108,9 +108,13 @@ def _build(args: argparse.Namespace):
                                         cli.key_values(args.benchmark_arg, "--benchmark-arg"))
         shape = cli.benchmark_shape(benchmark)
         inputs = _benchmark_inputs(benchmark, args.verify_batch)
-    input_shape = args.input_shape or (list(inputs.shape[1:]) if inputs is not None else None)
-    if input_shape is None and "in_channels" in record and "image_size" in record:
-        input_shape = [int(record["in_channels"]), int(record["image_size"]), int(record["image_size"])]
+    trained = ([int(record["in_channels"]), int(record["image_size"]), int(record["image_size"])]
+               if "in_channels" in record and "image_size" in record else None)
+    if args.input_shape and trained and list(args.input_shape) != trained:
+        raise ValueError(f"--input-shape {','.join(map(str, args.input_shape))} is not the shape "
+                         f"{args.checkpoint} was trained on ({','.join(map(str, trained))}): the artefact would "
+                         "claim inputs its model never saw; leave --input-shape out")
+    input_shape = args.input_shape or (list(inputs.shape[1:]) if inputs is not None else None) or trained
     if input_shape is None:
         raise ValueError(f"{args.checkpoint} does not record its input shape: give --input-shape C,H,W "
                          "(or --benchmark NAME)")
@@ -142,7 +146,10 @@ def run_export(args: argparse.Namespace) -> int:
             raise ValueError("--verify-batch must be >= 2")
         task = args.task if args.task == "all" else _task_id(args.task)
         if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            from avalanche_mind.preflight import check_writable
+
+            check_writable(args.json, "--json")  # before the work: the artefact must not be made in vain
+        check_output(args.out)
         model, input_shape, inputs = _build(args)
         report = export_checkpoint(
             args.checkpoint, model, args.out, format=_format(args), task=task, input_shape=input_shape,
@@ -160,8 +167,22 @@ def run_export(args: argparse.Namespace) -> int:
     if args.json:
         from dataclasses import asdict
 
-        Path(args.json).write_text(json.dumps(asdict(report), indent=2, default=str))
+        from avalanche_mind.runner.records import atomic_write_text
+
+        try:
+            atomic_write_text(Path(args.json), json.dumps(asdict(report), indent=2, default=str))
+        except OSError as error:
+            print(f"{PROG}: error: --json {args.json} could not be written ({error.strerror or error}); the "
+                  f"artefact {args.out} is written and verified", file=sys.stderr)
+            return 2
     return 0
+
+
+def check_output(out) -> None:
+    """``--out`` writable, checked before the export (one line, exit 2, otherwise)."""
+    from avalanche_mind.preflight import check_writable
+
+    check_writable(out, "--out")
 
 
 def _task_id(text: str) -> int:
@@ -172,7 +193,9 @@ def _task_id(text: str) -> int:
 
 
 def build_export_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from avalanche_mind.preflight import OneLineParser
+
+    parser = OneLineParser(
         prog=PROG,
         description="Export a trained MIND checkpoint to ONNX or TorchScript: one sub-network (--task T) or the "
         "whole task-agnostic predictor (--task all). The artefact is run back and compared with "

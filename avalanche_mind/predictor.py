@@ -161,10 +161,11 @@ class Predictor:
         if task is None:
             out = predict(self.bank, x, self.slices, self.temperature, self.task_inference,
                           statistics=self.state.score_statistics)
+            _check_output(out.output, x)
             return PredictorOutput(out.tag_class, out.task)
         if isinstance(task, int) and not isinstance(task, bool):
             t = self._check_task(task)
-            logits = self.bank.logits(x, t)[:, self.slices[t]]
+            logits = _check_output(self.bank.logits(x, t)[:, self.slices[t]], x)
             classes = self.slices[t][logits.argmax(dim=1)]
             return PredictorOutput(classes, torch.full_like(classes, t))
         if isinstance(task, (float, bool, str)):
@@ -184,7 +185,8 @@ class Predictor:
     @torch.no_grad()
     def logits(self, x: Tensor, task: int) -> Tensor:
         """Full-width logits of sub-network ``task`` (its own BatchNorm snapshot)."""
-        return self.bank.logits(self._check_input(x), self._check_task(task))
+        x = self._check_input(x)
+        return _check_output(self.bank.logits(x, self._check_task(task)), x)
 
     def _check_input(self, x) -> Tensor:
         """``x`` on the device; ValueError for a missing batch dimension or NaN/infinite values."""
@@ -197,7 +199,16 @@ class Predictor:
                 f"inputs must be a batch with {expected} dimensions (N first), got one sample of shape "
                 f"{list(x.shape)}: add the batch dimension, e.g. x.unsqueeze(0)"
             )
-        if x.is_floating_point() or x.is_complex():
+        if not x.is_floating_point():
+            raise ValueError(f"inputs must be floating point, scaled as the training data, got {x.dtype}: "
+                             "convert them, e.g. x.float() / 255 for 8-bit images")
+        channels = (first.in_channels if isinstance(first, nn.Conv2d) else
+                    first.in_features if isinstance(first, nn.Linear) else None)
+        if channels is not None and x.dim() == expected and x.shape[1] != channels:
+            kind = "channels" if isinstance(first, nn.Conv2d) else "features"
+            raise ValueError(f"inputs have {x.shape[1]} {kind} (shape {list(x.shape)}), the model's first layer "
+                             f"takes {channels}: give inputs shaped as the training data")
+        if x.is_floating_point():
             bad = int((~torch.isfinite(x)).sum())
             if bad:
                 raise ValueError(f"inputs hold {bad} NaN or infinite value(s) (of {x.numel()}): every prediction "
@@ -224,6 +235,17 @@ class Predictor:
             total += len(y)
         keys = ("TAg", "TAw", "TaskId") if task >= 0 else ("TAg",)
         return {k: counts[k] / max(total, 1) for k in keys}
+
+
+def _check_output(values: Tensor, x: Tensor) -> Tensor:
+    """``values``, or ValueError when inputs far outside the training range made them NaN or infinite."""
+    bad = ~torch.isfinite(values).flatten(1).all(dim=1)
+    if bool(bad.any()):
+        largest = float(x.detach().abs().amax()) if x.numel() else 0.0
+        raise ValueError(f"the model's outputs are NaN or infinite for {int(bad.sum())} of {len(bad)} input(s) "
+                         f"(largest |input| {largest:.3g}): inputs far outside the training data's range give no "
+                         "prediction; scale them as the training data was")
+    return values
 
 
 __all__ = ["Predictor", "PredictorOutput"]

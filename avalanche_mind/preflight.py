@@ -5,6 +5,7 @@ Used by every command (``train``, ``evaluate``, ``compare``); a failed check is 
 """
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 from pathlib import Path
@@ -14,6 +15,13 @@ import torch
 
 class CLIError(Exception):
     """A user error reported as one line, without a traceback."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's errors in one line, naming ``--help`` instead of printing the usage (exit status 2, as argparse)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def check_writable(path, option: str, *, folder: bool = False) -> None:

@@ -325,9 +325,15 @@ def test_compare_prints_the_table_before_a_failing_write(tmp_path, capsys, monke
     message = captured.err.strip()
     assert message.startswith(f"error: could not write the results under {tmp_path / 'out'} (No space left on "
                               "device); every figure is saved in ")
-    saved = Path(message.rsplit(" in ", 1)[1].replace(" instead", ""))
+    saved = Path(message.split("every figure is saved in ", 1)[1].split(" instead", 1)[0])
     assert json.loads(saved.read_text())["strategies"]["naive"]["tag_matrix_mean"]
-    saved.unlink()
+    monkeypatch.undo()  # the fallback is a comparison's folder: --redraw draws its table and plots
+    assert message.endswith(f"(its table and plots: compare --redraw {saved.parent})")
+    assert compare.main(["--redraw", str(saved.parent)]) == 0
+    assert (saved.parent / "accuracy_curves.png").is_file()
+    import shutil
+
+    shutil.rmtree(saved.parent)
 
 
 @pytest.mark.parametrize("assignment, message", [

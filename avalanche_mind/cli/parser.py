@@ -13,6 +13,7 @@ from avalanche_mind.distributed import DEFAULT_TIMEOUT_S
 from avalanche_mind.export_cli import add_export_arguments
 from avalanche_mind.losses import DISTILL_LOSSES
 from avalanche_mind.models import MODEL_NAMES
+from avalanche_mind.preflight import OneLineParser
 from avalanche_mind.settings import NEW_WEIGHTS, PAPER_SETTINGS, REJECTIONS
 from avalanche_mind.task_id import TASK_INFERENCE_RULES
 from avalanche_mind.wandb_logger import add_wandb_arguments
@@ -28,7 +29,7 @@ def _default(name: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``avalanche-mind`` parser with its ``train``, ``evaluate`` and ``compare`` commands."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         formatter_class=formatter,
         description="MIND (Multi-Task Incremental Network Distillation) on Avalanche benchmarks.",

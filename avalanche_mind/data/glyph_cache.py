@@ -84,6 +84,19 @@ def _style_key(style: GlyphStyle) -> dict:
     return fields
 
 
+def _check_arrays(arrays: dict, n_classes: int, train_per_class: int, test_per_class: int, image_size: int) -> None:
+    """ValueError unless the cached arrays have the lengths, labels and image size their key promises."""
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if len(x) != len(y) or len(y) != n_classes * per_class:
+            raise ValueError(f"{split} arrays hold {len(x)} images and {len(y)} labels, not "
+                             f"{n_classes * per_class}")
+        if x.ndim not in (3, 4) or x.shape[1:3] != (image_size, image_size):
+            raise ValueError(f"{split} images have shape {x.shape[1:]}, not {image_size}x{image_size}")
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+            raise ValueError(f"{split} labels outside 0..{n_classes - 1}")
+
+
 def load_glyph_arrays(
     chars: Sequence[str],
     *,
@@ -114,11 +127,13 @@ def load_glyph_arrays(
         try:
             with np.load(path, allow_pickle=False) as f:
                 if str(f["key"]) == key:
-                    return {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+                    arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+                    _check_arrays(arrays, len(chars), train_per_class, test_per_class, image_size)
+                    return arrays
         except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as error:
-            # Unreadable (empty, truncated) or foreign file: render again and overwrite it.
-            warnings.warn(f"glyph cache {path} is unreadable ({type(error).__name__}); rendering it again "
-                          "and replacing the file", stacklevel=2)
+            # Unreadable (empty, truncated), damaged or foreign file: render again and overwrite it.
+            warnings.warn(f"glyph cache {path} is unreadable ({type(error).__name__}: {error}); rendering it "
+                          "again and replacing the file", stacklevel=2)
 
     x_train, y_train = render_glyphs(
         chars, train_per_class, seed, style, image_size=image_size, split="train"

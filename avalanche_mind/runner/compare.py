@@ -50,7 +50,7 @@ import torch
 
 from avalanche_mind.data.registry import benchmark_names
 from avalanche_mind.locking import OutputBusy, OutputLock
-from avalanche_mind.preflight import CLIError, check_device, check_writable
+from avalanche_mind.preflight import CLIError, OneLineParser, check_device, check_writable
 from avalanche_mind.runner import parallel, records, report, tuning
 from avalanche_mind.runner.loop import OutputError, run, run_serial
 from avalanche_mind.runner.presets import PRESETS, Preset, check_overrides, get_preset, with_overrides
@@ -61,7 +61,7 @@ from avalanche_mind.wandb_logger import add_wandb_arguments, check_wandb_names, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="compare",
         description="Compare MIND with PackNet, LwF, EWC, SI, Naive and Joint training on one benchmark.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -142,8 +142,11 @@ def wandb_factory(args: argparse.Namespace, preset: Preset, stamp: str) -> Optio
 
 
 def redraw(folder: Path) -> int:
-    """``--redraw``: the outputs of ``folder/results.json`` written again, no training; the exit status."""
+    """``--redraw``: the outputs of ``folder/results.json`` (or of the JSON file ``folder``) written again, no
+    training; the exit status."""
     path = folder / "results.json"
+    if folder.is_file():  # e.g. the fallback file of a comparison that could not write its --out
+        path, folder = folder, folder.parent
     try:
         result = json.loads(path.read_text())
         report.write_all(result, folder)
@@ -154,8 +157,9 @@ def redraw(folder: Path) -> int:
         print(f"error: --redraw: {path} is not a comparison's results.json ({error!r})", file=sys.stderr)
         return 2
     except OSError as error:
-        print(f"error: --redraw could not write under {folder} ({error.strerror or error})", file=sys.stderr)
-        return 1
+        print(f"error: --redraw could not write under {folder} ({error.strerror or error}); make it writable, or "
+              f"copy {path.name} to a writable folder and redraw there", file=sys.stderr)
+        return 2
     print(report.markdown_table(result), flush=True)
     return 0
 
