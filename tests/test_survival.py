@@ -1,6 +1,7 @@
 """Issue 19: a comparison survives its workers and itself; one writer per output; one-line errors."""
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -99,3 +100,62 @@ def test_a_second_writer_of_the_same_checkpoint_is_refused(tmp_path, capsys, mon
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert err.startswith(f"avalanche-mind train: error: --checkpoint {ckpt} is being written by process "
                           f"{os.getpid()} (")
+
+
+def test_ctrl_c_in_compare_says_what_is_kept_in_one_line(tmp_path, monkeypatch):
+    real = loop.run_strategy
+
+    def interrupt_second(name, spec, base, benchmark, seed, *args, **kwargs):
+        if seed == 1:
+            raise KeyboardInterrupt
+        return real(name, spec, base, benchmark, seed, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "run_strategy", interrupt_second)
+    status, err = _compare("--tiny", "--strategies", "naive", "--seeds", "0", "1", "--jobs", "1", "--quiet",
+                           "--out", tmp_path)
+    assert status == 130
+    assert err.strip() == (f"compare: interrupted; 1 finished run(s) are recorded in {tmp_path / 'runs'}; continue "
+                           f"with the same command and --resume-from {tmp_path}")
+    status, err = _compare("--tiny", "--tune", "--strategies", "ewc", "--seeds", "1", "--jobs", "1", "--quiet",
+                           "--out", tmp_path / "tune")
+    assert status == 130 and err.strip() == "compare: interrupted; nothing of the interrupted search was written"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_in_compare_with_workers_ends_them_and_exits_130(tmp_path):
+    import time
+
+    hang = ("import sys, time; from avalanche_mind.runner import loop\n"
+            "def run_strategy(*a, **k):\n    print('started', flush=True); time.sleep(3600)\n"
+            "loop.run_strategy = run_strategy\nfrom avalanche_mind.cli import main\nsys.exit(main(sys.argv[1:]))")
+    proc = subprocess.Popen([sys.executable, "-c", hang, "compare", "--tiny", "--strategies", "naive", "--seeds", "0",
+                             "1", "--jobs", "2", "--quiet", "--out", str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout.readline().strip() == "started"  # a worker is training
+        workers = {int(c) for p in Path(f"/proc/{proc.pid}/task").glob("*/children") for c in p.read_text().split()}
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert err.strip() == (f"compare: interrupted; 0 finished run(s) are recorded in {tmp_path / 'runs'}; continue "
+                           f"with the same command and --resume-from {tmp_path}")
+    assert workers and not any(Path(f"/proc/{pid}").exists() for pid in workers)  # ended and reaped
+
+
+def test_a_full_disk_while_drawing_leaves_a_complete_results_json(tmp_path, monkeypatch):
+    from avalanche_mind.runner import report
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(report, "plot_curves", no_space)
+    status, err = _compare("--tiny", "--strategies", "naive", "--quiet", "--out", tmp_path)
+    assert status == 1 and "No space left on device" in err
+    result = json.loads((tmp_path / "results.json").read_text())  # written first, whole
+    assert result["strategies"]["naive"]["runs"]
+    assert not list(tmp_path.glob(".*tmp*"))
+    monkeypatch.undo()
+    status, err = _compare("--redraw", tmp_path)
+    assert status == 0 and (tmp_path / "accuracy_curves.png").is_file()

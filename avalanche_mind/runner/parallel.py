@@ -11,6 +11,7 @@ comparison. Each builds its own W&B logger; a forked one inherits the loaded ben
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
 import multiprocessing
@@ -71,6 +72,8 @@ def _die_with_parent(parent: int) -> None:
 def _worker(task: RunTask, conn, threads: Optional[int], parent: int) -> None:
     """One task in its own process: progress lines, then the outcome, through ``conn``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it ends the workers
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the parent around the start
     _die_with_parent(parent)
     if threads is not None:
         torch.set_num_threads(threads)
@@ -106,6 +109,19 @@ def _death(process) -> str:
     return f"WorkerDied: its process ended (exit status {code}) before sending its results"
 
 
+@contextlib.contextmanager
+def _no_sigint():
+    """Hold Ctrl-C while a worker is forked: it reaches this process after, never a half-started child."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def in_processes(jobs: int, threads: Optional[int]) -> Executor:
     """Run the tasks in up to ``jobs`` processes of ``threads`` torch threads each, one process per task.
 
@@ -124,10 +140,11 @@ def in_processes(jobs: int, threads: Optional[int]) -> Executor:
                     i = waiting.pop(0)
                     reader, writer = context.Pipe(duplex=False)
                     process = context.Process(target=_worker, args=(tasks[i], writer, threads, os.getpid()),
-                                              name=f"compare {tasks[i].label}")
-                    process.start()
+                                              name=f"compare {tasks[i].label}", daemon=True)
+                    with _no_sigint():
+                        process.start()
+                        running[i] = (process, reader)
                     writer.close()
-                    running[i] = (process, reader)
                 ready = wait([c for _, c in running.values()] + [p.sentinel for p, _ in running.values()])
                 for i, (process, reader) in list(running.items()):
                     if reader not in ready and process.sentinel not in ready:
@@ -201,10 +218,10 @@ def on_ray(address: Optional[str], threads: Optional[int], verbose: bool = True)
             outcomes: List[Outcome] = [RunFailed("not run")] * len(tasks)
             pending = list(refs)
             while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                i = refs[done[0]]
+                ready, pending = ray.wait(pending, num_returns=1)
+                i = refs[ready[0]]
                 try:
-                    outcomes[i] = ray.get(done[0])
+                    outcomes[i] = ray.get(ready[0])
                 except ray.exceptions.RayError as error:  # the worker died, or the task could not run
                     outcomes[i] = RunFailed.from_exception(error)
                 if isinstance(outcomes[i], RunFailed):
