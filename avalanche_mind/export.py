@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from avalanche_mind.files import usual_mode
 from avalanche_mind.export_graph import ExportError, TaskAgnosticModule, check_supported, single_task_module
 from avalanche_mind.export_formats import (
     DEFAULT_OPSET, FORMATS, find_unsupported_layer, first_line, read_metadata, require_onnx, runner,
@@ -193,9 +194,7 @@ def export_checkpoint(
                                   f"{culprit[2]}") from error
             raise ExportError(f"the {format} export failed: {first_line(error)}") from error
         difference, exercised = verify(tmp, format, predictor, task, inputs)
-        mask = os.umask(0o022)  # the usual permissions, as checkpoints get: not mkstemp's private 0600
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
+        os.chmod(tmp, usual_mode())  # as checkpoints get: not mkstemp's private 0600
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -167,7 +167,7 @@ def run_export(args: argparse.Namespace) -> int:
     if args.json:
         from dataclasses import asdict
 
-        from avalanche_mind.runner.records import atomic_write_text
+        from avalanche_mind.files import atomic_write_text
 
         try:
             atomic_write_text(Path(args.json), json.dumps(asdict(report), indent=2, default=str))

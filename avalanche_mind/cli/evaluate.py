@@ -12,6 +12,7 @@ from pathlib import Path
 from avalanche_mind.checkpoint import read_checkpoint
 from avalanche_mind.cli.builders import benchmark_shape, build_benchmark, build_model
 from avalanche_mind.cli.options import key_values
+from avalanche_mind.files import atomic_write_text
 from avalanche_mind.predictor import Predictor
 from avalanche_mind.preflight import CLIError, check_device, check_writable
 from avalanche_mind.strategy import experience_classes
@@ -78,7 +79,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print("all: " + ", ".join(f"{k} {v:.4f}" for k, v in summary.items())
           + f" (TAw and TaskId over the {predictor.n_tasks} trained experiences)")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"experiences": rows, "summary": summary,
-                                               "checkpoint": str(args.checkpoint)}, indent=2))
+        atomic_write_text(args.json, json.dumps({"experiences": rows, "summary": summary,
+                                                 "checkpoint": str(args.checkpoint)}, indent=2))
     return 0

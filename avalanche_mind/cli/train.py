@@ -31,6 +31,7 @@ from avalanche_mind.cli.options import MIND_OPTIONS, PROG, key_values
 from avalanche_mind.config import MINDConfig
 from avalanche_mind.distributed import init_from_environment, is_distributed, is_main_process
 from avalanche_mind.errors import TrainingDivergedError
+from avalanche_mind.files import atomic_write_text
 from avalanche_mind.locking import OutputBusy, OutputLock
 from avalanche_mind.metrics import mind_evaluator
 from avalanche_mind.preflight import CLIError, check_device, check_writable
@@ -264,8 +265,7 @@ def _train(args: argparse.Namespace, settings: Dict[str, Any]) -> int:
         if logger is not None:
             out["accuracy_matrix"] = {k: logger.accuracy_matrix(k).tolist() for k in ("TAg", "TAw")}
         try:
-            Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.results).write_text(json.dumps(out, indent=2, default=str))
+            atomic_write_text(args.results, json.dumps(out, indent=2, default=str))
         except OSError as error:
             raise CLIError(f"--results {args.results} could not be written ({error.strerror or error}); the "
                            "final figures are printed above" + (f" and the trained model is in {args.checkpoint}"

@@ -348,20 +348,9 @@ def run(
                   for name in strategies for seed in seeds]
     settings = {"preset": preset.to_dict(), "device": device, "rules": list(rules), "validation": validation,
                 "data_root": data_root, "torch_threads": torch.get_num_threads()}
-    known = records.recorded_runs(out, settings, [(t.name, t.seed) for t in everything])
-    if known:
-        log(f"  {len(known)} of {len(everything)} runs already recorded in {Path(out) / records.RUNS}: not run "
-            "again (remove that folder to run them again)")
-    result["environment"]["runs_recorded_before"] = len(known)
-    tasks = [t for t in everything if (t.name, t.seed) not in known]
-
-    def done(i: int, outcome: Outcome) -> None:
-        if not isinstance(outcome, RunFailed):
-            records.save_run(out, tasks[i].name, tasks[i].seed, settings, outcome)
-
-    ran = dict(zip(((t.name, t.seed) for t in tasks), execute(tasks, log, done=done) if tasks else []))
+    outcomes, result["environment"]["runs_recorded_before"] = records.run_unrecorded(everything, execute, out,
+                                                                                      settings, log)
     tasks = everything
-    outcomes = [known.get((t.name, t.seed)) or ran[(t.name, t.seed)] for t in tasks]
     for task, outcome in zip(tasks, outcomes):
         if isinstance(outcome, RunFailed):
             result["failed"].append({"strategy": task.name, "seed": task.seed, "error": outcome.error,

@@ -8,35 +8,16 @@ split), so a run recorded under other settings is never mixed in.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Tuple
+
+from avalanche_mind.files import atomic_write_text
 
 RUNS = "runs"
 
 
 class RecordMismatch(ValueError):
     """``--out`` holds runs of a comparison made with other settings."""
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, fsync and rename: a kill leaves the old file or none."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def record_path(out: Path, name: str, seed: int) -> Path:
@@ -79,4 +60,22 @@ def recorded_runs(out: Path, settings: Dict[str, Any],
     return found
 
 
-__all__ = ["RUNS", "RecordMismatch", "atomic_write_text", "record_path", "recorded_runs", "save_run"]
+def run_unrecorded(tasks: List[Any], execute: Callable[..., List[Any]], out: Path, settings: Dict[str, Any],
+                   log: Callable[[str], None]) -> Tuple[List[Any], int]:
+    """Every task's outcome, in order: the recorded ones read back, the others run by ``execute`` and each
+    recorded as it finishes (a failed run, not a dict, is not: a rerun tries it again); and how many were read."""
+    known = recorded_runs(out, settings, [(t.name, t.seed) for t in tasks])
+    if known:
+        log(f"  {len(known)} of {len(tasks)} runs already recorded in {Path(out) / RUNS}: not run again (remove "
+            "that folder to run them again)")
+    todo = [t for t in tasks if (t.name, t.seed) not in known]
+
+    def done(i: int, outcome: Any) -> None:
+        if isinstance(outcome, dict):
+            save_run(out, todo[i].name, todo[i].seed, settings, outcome)
+
+    ran = dict(zip(((t.name, t.seed) for t in todo), execute(todo, log, done=done) if todo else []))
+    return [known[(t.name, t.seed)] if (t.name, t.seed) in known else ran[(t.name, t.seed)] for t in tasks], len(known)
+
+
+__all__ = ["RUNS", "run_unrecorded", "RecordMismatch", "record_path", "recorded_runs", "save_run"]

@@ -19,8 +19,8 @@ import matplotlib
 import numpy as np
 
 from avalanche_mind.accuracy_matrix import forgetting_from_matrix
+from avalanche_mind.files import atomic_write_text
 from avalanche_mind.runner.presets import Preset
-from avalanche_mind.runner.records import atomic_write_text
 from avalanche_mind.runner.validation import VALIDATION_FRACTION
 
 Matrix = List[List[Optional[float]]]
