@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from avalanche_mind.losses import DISTILL_LOSSES
-from avalanche_mind.settings import NEW_WEIGHTS, REJECTIONS
+from avalanche_mind.settings import NEGATIVE_SOURCES, NEW_WEIGHTS, REJECTIONS
 from avalanche_mind.task_id import check_rule
 
 STRUCTURAL_KEYS = ("n_experiences", "capacity", "self_distillation", "weight_sharing", "bn_per_task")
@@ -81,6 +81,14 @@ class MINDConfig:
         "rotation": in both phases, each batch rotated by 90/180/270 degrees is also
         shown to the network with a uniform target on the output slice (outlier
         exposure with surrogate foreign inputs), weighted by ``rejection_weight``.
+    :param negatives: cross-task negatives (see :mod:`avalanche_mind.negatives`): None,
+        "transforms" (current inputs mixed across classes or patch-shuffled), "features"
+        (earlier classes' stored feature Gaussians through the new slice's classifier) or
+        "inversion" (images rebuilt from earlier sub-networks and their BatchNorm
+        snapshots): shown with a uniform target on the slice in both phases, weighted by
+        ``negative_weight``, never updating BatchNorm's running statistics.
+    :param negative_memory: the rehearsal reference, off (0) by default: k real images
+        per class of every experience kept and used only as negatives of later ones.
     :param lr, milestones, lr_gamma, weight_decay: the distillation optimiser's (AdamW)
         learning rate, reset at every experience, and MultiStepLR stepped once per epoch;
         ``teacher_lr``, ``teacher_milestones``: the teacher phase's.
@@ -116,6 +124,9 @@ class MINDConfig:
     new_weights: str = "random"
     rejection: Optional[str] = None
     rejection_weight: float = 1.0
+    negatives: Optional[str] = None
+    negative_weight: float = 1.0
+    negative_memory: int = 0
     lr: float = 0.035
     milestones: Tuple[int, ...] = (40,)
     teacher_lr: float = 0.005
@@ -138,7 +149,10 @@ class MINDConfig:
             raise ValueError(f"unknown new_weights {self.new_weights!r}; use one of {list(NEW_WEIGHTS)}")
         if self.rejection not in REJECTIONS:
             raise ValueError(f"unknown rejection {self.rejection!r}; use one of {list(REJECTIONS)}")
-        for name in ("rejection_weight", "beta", "weight_decay"):
+        if self.negatives not in NEGATIVE_SOURCES:
+            raise ValueError(f"unknown negatives {self.negatives!r}; use one of {list(NEGATIVE_SOURCES)}")
+        _check_int("negative_memory", self.negative_memory, 0)
+        for name in ("rejection_weight", "negative_weight", "beta", "weight_decay"):
             _check_number(name, getattr(self, name))
         for name in ("temperature", "lr", "teacher_lr", "lr_gamma"):
             _check_number(name, getattr(self, name), strict=True)
@@ -149,7 +163,8 @@ class MINDConfig:
             _check_bool(name, getattr(self, name))
         if self.capacity != "equal" and not (isinstance(self.capacity, float) and 0.0 < self.capacity < 1.0):
             raise ValueError(f"capacity must be 'equal' or a float in (0, 1), got {self.capacity!r}")
-        for name in ("lr", "teacher_lr", "beta", "temperature", "rejection_weight", "lr_gamma", "weight_decay"):
+        for name in ("lr", "teacher_lr", "beta", "temperature", "rejection_weight", "negative_weight", "lr_gamma",
+                     "weight_decay"):
             object.__setattr__(self, name, float(getattr(self, name)))
 
     @property

@@ -49,8 +49,21 @@ def l2_distance(teacher_logits: Tensor, student_logits: Tensor) -> Tensor:
     return (p - q).pow(2).sum(dim=1).mean()
 
 
+def symmetric_kl(teacher_logits: Tensor, student_logits: Tensor) -> Tensor:
+    """The authors' "JS": the mean of KL(p||q) and KL(q||p) on probabilities offset by 1e-4.
+
+    About 4x a true Jensen-Shannon divergence for close distributions (a stronger
+    effective beta); offered to run the paper as its code does.
+    """
+    p = F.softmax(teacher_logits, dim=1) + 1e-4
+    q = F.softmax(student_logits, dim=1) + 1e-4
+    log_p, log_q = p.log(), q.log()
+    return 0.5 * ((p * (log_p - log_q)).sum(1) + (q * (log_q - log_p)).sum(1)).mean()
+
+
 DISTILL_LOSSES: Dict[str, DistillLoss] = {
     "js": js_divergence,
+    "symmetric_kl": symmetric_kl,
     "kl": kl_divergence,
     "cosine": cosine_distance,
     "l2": l2_distance,

@@ -8,6 +8,7 @@ from typing import Any, Dict
 
 NEW_WEIGHTS = ("zero", "random")
 REJECTIONS = (None, "rotation")
+NEGATIVE_SOURCES = (None, "transforms", "features", "inversion")
 
 PAPER_SETTINGS: Dict[str, Any] = {
     "self_distillation": False,

@@ -35,6 +35,9 @@ class MINDState:
     """BatchNorm parameters and statistics saved after each experience."""
     score_statistics: ScoreStatistics = field(default_factory=ScoreStatistics)
     """Per-task score sums on training inputs (own, rotated, later experiences'): the statistics task-inference rules."""
+    negative_bank: List[Tensor] = field(default_factory=list)
+    """Per task, the stored negatives later experiences draw from (``negatives="inversion"``: rebuilt
+    images; ``negative_memory``: the rehearsal reference's real ones); empty when neither is on."""
 
     @property
     def n_tasks(self) -> int:
@@ -92,6 +95,7 @@ class MINDState:
             "n_bn_snapshots": len(snapshots),
             "bn_snapshots": {k: torch.stack([s[k] for s in snapshots]) for k in snapshots[0]} if snapshots else {},
             "score_statistics": self.score_statistics.state_dict(),
+            "negative_bank": list(self.negative_bank),
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -105,6 +109,7 @@ class MINDState:
         self.bn_snapshots = [dict(s) for s in snapshots]
         # Absent from checkpoints written before the statistics rules existed.
         self.score_statistics = ScoreStatistics(state.get("score_statistics"))
+        self.negative_bank = [torch.as_tensor(t) for t in state.get("negative_bank", [])]
 
 
 def snapshot_count(state: Dict[str, Any]) -> int:

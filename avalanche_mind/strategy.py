@@ -41,6 +41,7 @@ from avalanche_mind.inference import Prediction, SubnetworkBank, predict
 from avalanche_mind.layers import ensure_gated
 from avalanche_mind.losses import DISTILL_LOSSES, rotation_rejection_loss
 from avalanche_mind.metrics import default_mind_evaluator
+from avalanche_mind.negatives import FeatureSampler, InversionSettings, NegativePool, invert, memory_images
 from avalanche_mind.ownership import Capacity, OwnershipMap, forward_from_classifier
 from avalanche_mind.plugins.allocation import AllocationPlugin
 from avalanche_mind.plugins.batchnorm import BatchNormPlugin
@@ -101,6 +102,9 @@ class MIND(SupervisedTemplate):
         new_weights: str = _D.new_weights,
         rejection: Optional[str] = _D.rejection,
         rejection_weight: float = _D.rejection_weight,
+        negatives: Optional[str] = _D.negatives,
+        negative_weight: float = _D.negative_weight,
+        negative_memory: int = _D.negative_memory,
         optimizer: Optional[Optimizer] = None,
         lr: float = _D.lr,
         milestones: Sequence[int] = _D.milestones,
@@ -126,7 +130,8 @@ class MIND(SupervisedTemplate):
             train_mb_size=train_mb_size, eval_mb_size=eval_mb_size, beta=beta, distill_loss=distill_loss,
             temperature=temperature, self_distillation=self_distillation, weight_sharing=weight_sharing,
             bn_per_task=bn_per_task, task_inference=task_inference, new_weights=new_weights,
-            rejection=rejection, rejection_weight=rejection_weight, lr=lr, milestones=milestones,
+            rejection=rejection, rejection_weight=rejection_weight, negatives=negatives,
+            negative_weight=negative_weight, negative_memory=negative_memory, lr=lr, milestones=milestones,
             teacher_lr=teacher_lr, teacher_milestones=teacher_milestones, lr_gamma=lr_gamma, weight_decay=weight_decay, capacity=capacity,
             optimizer=type(optimizer).__name__ if optimizer is not None else "AdamW",
             teacher_optimizer=(getattr(teacher_optimizer, "__qualname__", type(teacher_optimizer).__name__)
@@ -145,6 +150,8 @@ class MIND(SupervisedTemplate):
         self.training_rng: Optional[Dict[str, Any]] = None  # torch random states outside an evaluation
         self.last_prediction: Optional[Prediction] = None
         self._bank: Optional[SubnetworkBank] = None
+        self.negatives: Optional[NegativePool] = None  # the experience being trained's cross-task negatives
+        self.negative_log: List[Dict[str, float]] = []  # per inverted task: BatchNorm-matching loss, accuracy
         self._slice_cache: Dict[int, Tensor] = {}
         self._position_cache: Dict[int, Tensor] = {}
         self._pending: Optional[Dict[str, object]] = None  # rollback point of the experience being trained
@@ -235,11 +242,16 @@ class MIND(SupervisedTemplate):
         """Whether the experience being trained starts its new weights at zero (see ``new_weights``)."""
         return self.config.new_weights == "zero" and self.config.weight_sharing and self.current_task > 0
 
-    def rejection_loss(self, network: nn.Module, x: Tensor, slice_: Tensor) -> Tensor:
-        """The train-time rejection term of ``network`` on ``x`` (0 when ``rejection`` is off)."""
-        if self.config.rejection is None or self.config.rejection_weight == 0:
-            return x.new_zeros(())
-        return self.config.rejection_weight * rotation_rejection_loss(network, x, slice_)
+    def rejection_loss(self, network: nn.Module, x: Tensor, y: Tensor, slice_: Tensor) -> Tensor:
+        """The train-time rejection terms of ``network`` on the minibatch ``x`` (labels ``y``): rotation
+        rejection and cross-task negatives (0 when both are off)."""
+        config, loss = self.config, x.new_zeros(())
+        if config.rejection is not None and config.rejection_weight > 0:
+            loss = loss + config.rejection_weight * rotation_rejection_loss(network, x, slice_)
+        if self.negatives is not None and config.negative_weight > 0:
+            loss = loss + config.negative_weight * self.negatives.loss(
+                network, x, y, slice_, network.get_submodule(self.ownership.classifier_name))
+        return loss
 
     @property
     def n_outputs(self) -> Optional[int]:
@@ -278,6 +290,7 @@ class MIND(SupervisedTemplate):
     def _prepare_experience(self) -> None:
         """Steps 1-4 for the current experience t, in order."""
         config, task = self.config, self.current_task
+        self.negatives = self._negative_pool(task)
         self.teacher_plugin.train(self, self.output_slice(task))
         self.allocation.allocate(self.ownership, task, self.state.slices[task], self.generator, self.zero_start)
         if not config.bn_per_task and task > 0:
@@ -298,6 +311,53 @@ class MIND(SupervisedTemplate):
         slices = [self.output_slice(t) for t in range(self.state.n_tasks)]
         self.statistics.gather(self.model, self.ownership, self.state, self.config.weight_sharing, slices,
                                self.experience.dataset.eval(), self.eval_mb_size, self.device)
+        self.negatives = None
+        self.state.negative_bank.append(self._stored_negatives(self.current_task))
+
+    # ---------------------------------------------------------- negatives
+    def _negative_pool(self, task: int) -> Optional[NegativePool]:
+        """The negatives experience ``task`` trains with (see :mod:`avalanche_mind.negatives`)."""
+        config = self.config
+        if config.negatives is None and config.negative_memory == 0:
+            return None
+        stored = [t for t in self.state.negative_bank[:task] if len(t)]
+        features = None
+        if config.negatives == "features" and task > 0:
+            features = FeatureSampler(self.state.score_statistics, range(task), self.device)
+        return NegativePool(
+            images=torch.cat(stored).to(self.device) if stored else None,
+            features=features,
+            transforms=config.negatives == "transforms",
+        )
+
+    def _stored_negatives(self, task: int) -> Tensor:
+        """What later experiences will draw from for ``task`` (empty if nothing is stored or none will come)."""
+        config = self.config
+        kept: List[Tensor] = []
+        if task + 1 < self.n_experiences:
+            generator = torch.Generator().manual_seed(self.seed * 1009 + task)
+            if config.negative_memory > 0:
+                kept.append(memory_images(self.experience.dataset.eval(), config.negative_memory, generator))
+            if config.negatives == "inversion":
+                kept.append(self._inverted(task, generator))
+        return torch.cat(kept) if kept else torch.empty(0)
+
+    def _inverted(self, task: int, generator: torch.Generator) -> Tensor:
+        """Images rebuilt from sub-network ``task`` and its BatchNorm snapshot (no real image used)."""
+        bank = SubnetworkBank(self.model, self.ownership, self.state.bn_snapshots, self.state.n_tasks,
+                              self.config.weight_sharing, mode="module")
+        shape = tuple(self.experience.dataset[0][0].shape)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.enable_grad():
+                result = invert(self.model, lambda x: bank.logits(x, task), self.state.bn_snapshots[task],
+                                self.output_slice(task), shape, InversionSettings(), generator)
+        finally:
+            self.model.train(was_training)
+        self.negative_log.append({"task": task, "bn_loss_start": result.bn_loss_start,
+                                  "bn_loss_end": result.bn_loss_end, "accuracy": result.accuracy})
+        return result.images
 
     def criterion(self) -> Tensor:
         """Step 5, the distillation loss, in training; cross-entropy of the TAg output in eval."""
@@ -311,7 +371,7 @@ class MIND(SupervisedTemplate):
             index = self.mbatch[2] if self.config.self_distillation else None
             loss = loss + self.config.beta * self.distill_loss(self.teacher_plugin.logits(self.mb_x, index, slice_),
                                                                student)
-        loss = loss + self.rejection_loss(self.model, self.mb_x, slice_)
+        loss = loss + self.rejection_loss(self.model, self.mb_x, self.mb_y, slice_)
         finite = torch.isfinite(loss.detach())
         self._finite_loss = finite if self._finite_loss is None else self._finite_loss & finite
         return loss

@@ -200,6 +200,7 @@ def rollback_point(strategy: "MIND") -> Dict[str, Any]:
     return {
         "n_tasks": strategy.state.n_tasks,
         "bn_snapshots": list(strategy.state.bn_snapshots),
+        "negative_bank": list(strategy.state.negative_bank),
         "score_statistics": copy.deepcopy(strategy.state.score_statistics),
         "model": {k: v.detach().clone() for k, v in strategy.model.state_dict().items()},
         "generator": strategy.generator.get_state(),
@@ -215,12 +216,14 @@ def roll_back(strategy: "MIND", point: Optional[Mapping[str, Any]]) -> None:
     del strategy.state.experience_ids[n:]
     strategy.state.bn_snapshots = list(point["bn_snapshots"])
     strategy.state.score_statistics = point["score_statistics"]
+    strategy.state.negative_bank = list(point["negative_bank"])
     with torch.no_grad():
         strategy.model.load_state_dict(point["model"])
     strategy.generator.set_state(point["generator"])
     strategy._slice_cache.clear()
     strategy._position_cache.clear()
     strategy.teacher_plugin.release()
+    strategy.negatives = None
     strategy._finite_loss = None
     if n > 0:
         strategy.ownership.activate(n - 1, strategy.config.weight_sharing)

@@ -128,7 +128,7 @@ class TeacherPlugin(SupervisedPlugin, supports_distributed=True):
                 x = mbatch[0].to(strategy.device, non_blocking=True)
                 y = targets_of[mbatch[1].to(strategy.device)]
                 loss = (F.cross_entropy(strategy.checked_forward(teacher, x)[:, slice_], y)
-                        + strategy.rejection_loss(teacher, x, slice_))
+                        + strategy.rejection_loss(teacher, x, y, slice_))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 average_gradients(teacher.parameters())  # under torchrun; before the guard

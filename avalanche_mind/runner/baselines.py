@@ -169,7 +169,8 @@ def build_joint(ctx):
     return _single_head(JointTraining, ctx)
 
 
-def build_packnet(ctx):
+def build_packnet(ctx, negatives=None, negative_memory: int = 0):
+    """Avalanche's PackNet on the shared backbone; ``negatives``/``negative_memory`` as MIND's, where they apply."""
     p = ctx.preset
     if p.weight_decay:
         raise ValueError(
@@ -191,7 +192,8 @@ def build_packnet(ctx):
     return PackNetTAg(
         model=model, optimizer=Adam(model.parameters(), lr=lr), criterion=nn.CrossEntropyLoss(),
         n_experiences=ctx.n_experiences, post_prune_epochs=post_prune, temperature=p.temperature,
-        plugins=[_schedule(ctx, lr), *ctx.plugins], **_common(ctx),
+        plugins=[_schedule(ctx, lr), *ctx.plugins], negatives=negatives, negative_memory=negative_memory,
+        seed=ctx.seed, **_common(ctx),
     )
 
 

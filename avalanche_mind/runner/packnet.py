@@ -38,6 +38,8 @@ from torch import Tensor, nn
 from avalanche_mind.inference import Prediction, predict
 from avalanche_mind.layers import batchnorm_modules
 from avalanche_mind.models import build_model
+from avalanche_mind.negatives import FeatureSampler, NegativePool, memory_images
+from avalanche_mind.settings import NEGATIVE_SOURCES
 from avalanche_mind.strategy import experience_classes
 from avalanche_mind.task_id import STATISTICS_RULES, ScoreStatistics, gather_statistics
 
@@ -156,8 +158,19 @@ class PackNetTAg(SupervisedTemplate):
         temperature: float,
         task_inference: str = "max_confidence",
         plugins: Optional[Sequence[SupervisedPlugin]] = None,
+        negatives: Optional[str] = None,
+        negative_memory: int = 0,
+        negative_weight: float = 1.0,
+        seed: int = 0,
         **kwargs: Any,
     ) -> None:
+        if negatives == "inversion":
+            raise ValueError(
+                "negatives='inversion' rebuilds inputs from BatchNorm statistics, which PackNet here does not "
+                "keep (GroupNorm without running statistics); use 'transforms' or 'features' with PackNet"
+            )
+        if negatives not in NEGATIVE_SOURCES:
+            raise ValueError(f"unknown negatives {negatives!r}; use one of {list(NEGATIVE_SOURCES)}")
         packnet = PackNetPlugin(post_prune_epochs, prune_proportion=prune_schedule(n_experiences))
         super().__init__(model=model, optimizer=optimizer, plugins=[packnet, *(plugins or [])], **kwargs)
         self.temperature = temperature
@@ -167,6 +180,10 @@ class PackNetTAg(SupervisedTemplate):
         self.statistics = ScoreStatistics()
         self.eval_task = -1
         self.last_prediction: Optional[Prediction] = None
+        self.negatives, self.negative_memory, self.negative_weight = negatives, negative_memory, negative_weight
+        self.seed, self.n_experiences = seed, n_experiences
+        self.negative_bank: List[Tensor] = []  # per task: the rehearsal reference's stored images
+        self.pool: Optional[NegativePool] = None
 
     @property
     def train_task(self) -> int:
@@ -176,10 +193,25 @@ class PackNetTAg(SupervisedTemplate):
         classes = experience_classes(self.experience)
         self.slices.append(torch.tensor(classes, dtype=torch.long, device=self.device))
         self.experience_ids.append(int(self.experience.current_experience))
+        self.pool = self._negative_pool(self.train_task)
         super()._before_training_exp(**kwargs)
+
+    def _negative_pool(self, task: int) -> Optional[NegativePool]:
+        if self.negatives is None and self.negative_memory == 0:
+            return None
+        stored = [t for t in self.negative_bank[:task] if len(t)]
+        features = None
+        if self.negatives == "features" and task > 0:
+            features = FeatureSampler(self.statistics, range(task), self.device)
+        return NegativePool(images=torch.cat(stored).to(self.device) if stored else None, features=features,
+                            transforms=self.negatives == "transforms")
 
     def _after_training_exp(self, **kwargs) -> None:
         super()._after_training_exp(**kwargs)  # PackNetPlugin commits the task here
+        self.pool = None
+        if self.negative_memory > 0 and self.train_task + 1 < self.n_experiences:
+            generator = torch.Generator().manual_seed(self.seed * 1009 + self.train_task)
+            self.negative_bank.append(memory_images(self.experience.dataset.eval(), self.negative_memory, generator))
         # The same training-data score statistics as MIND's, so every task-inference rule applies.
         bank = _PackNetBank(self.model, self.model.task_count)
         gather_statistics(self.statistics, self.model, bank.features_and_logits, self.slices, self.train_task,
@@ -215,4 +247,20 @@ class PackNetTAg(SupervisedTemplate):
         slice_ = self.slices[self.train_task]
         lookup = torch.full((int(slice_.max()) + 1,), -1, dtype=torch.long, device=self.device)
         lookup[slice_] = torch.arange(len(slice_), device=self.device)
-        return F.cross_entropy(self.mb_output[:, slice_], lookup[self.mb_y])
+        loss = F.cross_entropy(self.mb_output[:, slice_], lookup[self.mb_y])
+        if self.pool is not None and self.negative_weight > 0:
+            bank = _PackNetBank(self.model, self.train_task + 1)
+            network = _TaskForward(bank, self.train_task)
+            loss = loss + self.negative_weight * self.pool.loss(network, self.mb_x, self.mb_y, slice_, bank.classifier)
+        return loss
+
+
+class _TaskForward(nn.Module):
+    """One PackNet task's forward pass as a module (what the negatives' loss calls)."""
+
+    def __init__(self, bank: "_PackNetBank", task: int) -> None:
+        super().__init__()
+        self.bank, self.task = bank, task
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bank.logits(x, self.task)

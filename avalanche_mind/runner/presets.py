@@ -72,7 +72,8 @@ class Preset:
     """GroupNorm groups (affine=False) that replace PackNet's BatchNorm; see ``runner.packnet``."""
     mind_kwargs: Mapping[str, Any] = field(default_factory=dict)
     """Extra keyword arguments of the ``mind`` strategy (MIND's defaults otherwise), e.g.
-    ``--set mind_kwargs.task_inference=zscore``; the paper's and the ablation rows ignore them."""
+    ``--set mind_kwargs.task_inference=zscore``; the defaults row and its variants (the negatives rows)
+    take them, the paper's row and its ladder ignore them."""
     notes: Tuple[str, ...] = field(default_factory=tuple)
     """Caveats printed with every result of this preset (for example: reduced CPU budget)."""
 

@@ -47,12 +47,15 @@ def build_mind(ctx: RunContext, paper: bool = False, **variant: Any) -> MIND:
     p = ctx.preset
     if paper:
         settings = {**PAPER_SETTINGS, **variant}
-    else:  # the defaults row: the preset may set MIND's keywords
-        settings = dict(variant) or dict(p.mind_kwargs)
+    else:  # the defaults and their variants: the preset may set MIND's keywords
+        settings = {**p.mind_kwargs, **variant}
     model = build_model(p.model, ctx.num_classes, ctx.in_channels, **p.model_kwargs)
     return MIND(model=model, n_experiences=ctx.n_experiences, **{**p.mind_settings(), **settings},
                 device=ctx.device, plugins=ctx.plugins, evaluator=ctx.evaluator, seed=ctx.seed)
 
+
+NEGATIVE_MEMORY = 20
+"""Images per class the rehearsal reference keeps (used only as negatives)."""
 
 STRATEGIES: Dict[str, StrategySpec] = {
     "mind": StrategySpec("MIND", build_mind),
@@ -68,6 +71,23 @@ STRATEGIES: Dict[str, StrategySpec] = {
         "MIND PackNet-like (SD, beta 0, BN frozen)",
         partial(build_mind, paper=True, self_distillation=True, beta=0.0, bn_per_task=False),
     ),
+    "mind-symmetric-kl": StrategySpec("MIND paper, the authors' symmetric KL",
+                                      partial(build_mind, paper=True, distill_loss="symmetric_kl")),
+    # Cross-task negatives (avalanche_mind.negatives): MIND's defaults plus one source each,
+    # the rehearsal reference, and PackNet with the same negatives where they apply.
+    "mind-negatives-transforms": StrategySpec("MIND + negatives: transforms",
+                                              partial(build_mind, negatives="transforms")),
+    "mind-negatives-features": StrategySpec("MIND + negatives: features", partial(build_mind, negatives="features")),
+    "mind-negatives-inversion": StrategySpec("MIND + negatives: inversion",
+                                             partial(build_mind, negatives="inversion")),
+    "mind-negative-memory": StrategySpec(f"MIND + rehearsal negatives ({NEGATIVE_MEMORY}/class, reference)",
+                                         partial(build_mind, negatives=None, negative_memory=NEGATIVE_MEMORY)),
+    "packnet-negatives-transforms": StrategySpec("PackNet + negatives: transforms",
+                                                 partial(BASELINES["packnet"], negatives="transforms")),
+    "packnet-negatives-features": StrategySpec("PackNet + negatives: features",
+                                               partial(BASELINES["packnet"], negatives="features")),
+    "packnet-negative-memory": StrategySpec(f"PackNet + rehearsal negatives ({NEGATIVE_MEMORY}/class, reference)",
+                                            partial(BASELINES["packnet"], negative_memory=NEGATIVE_MEMORY)),
     "packnet": StrategySpec("PackNet", BASELINES["packnet"]),
     "lwf": StrategySpec("LwF", BASELINES["lwf"]),
     "ewc": StrategySpec("EWC", BASELINES["ewc"]),
@@ -76,6 +96,8 @@ STRATEGIES: Dict[str, StrategySpec] = {
     "joint": StrategySpec("Joint (upper bound)", BASELINES["joint"], joint=True),
 }
 
-LADDER = ("mind-paper-he", "mind-paper-rotation", "mind-sd", "mind-packnet-like")
+LADDER = ("mind-paper-he", "mind-paper-rotation", "mind-sd", "mind-packnet-like", "mind-symmetric-kl")
 """Ablations (rungs between the paper's method and the defaults, and the paper's own): run on request."""
-DEFAULT_STRATEGIES = tuple(name for name in STRATEGIES if name not in LADDER)
+NEGATIVES = tuple(name for name in STRATEGIES if "negative" in name)
+"""The cross-task negatives' ablation: one row per source, the rehearsal reference, PackNet with them: on request."""
+DEFAULT_STRATEGIES = tuple(name for name in STRATEGIES if name not in LADDER + NEGATIVES)
