@@ -28,12 +28,18 @@ Every (strategy, seed) run is independent and seeded at its start, so ``--jobs N
 (worker processes; default: one per core on CPU) and ``--ray`` give the same figures
 as one process, run by run; only the wall time changes.
 
-Exit status: 0 on success, 2 when the benchmark's data is missing (the data
-module's message is printed, without a stack trace) or an argument is invalid
-(checked before any training: ``--set`` types, ``--device``, a writable ``--out``),
-1 when the results could not be written after all (the table is printed first,
-and every figure saved to a file in the temporary folder) or when a run failed (its
-error is printed and recorded; the other runs' results are written).
+Each finished (strategy, seed) run is recorded in ``--out/runs/`` at once
+(:mod:`avalanche_mind.runner.records`): the same command again, or ``--resume-from
+DIR``, trains only the runs not recorded. ``--out`` is locked while a comparison
+writes it (:mod:`avalanche_mind.locking`).
+
+Exit status: 0 on success; 2 when the benchmark's data is missing (the data module's
+message is printed, without a stack trace) or an argument is invalid (checked before
+any training: ``--set`` types, ``--device``, a writable and unlocked ``--out``, the
+benchmark's name, ``--ray``'s address, the W&B project), one line each; 1 when the
+results could not be written after all (the table is printed first, and every figure
+saved in a folder of the temporary directory, which ``--redraw`` accepts) or when a
+run failed (its error is printed; the other runs' results are written); 130 after Ctrl-C.
 """
 from __future__ import annotations
 
