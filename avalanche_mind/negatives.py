@@ -108,7 +108,12 @@ class FeatureSampler:
 # ------------------------------------------------------------------- inversion
 @dataclass
 class InversionSettings:
-    """Model inversion of one sub-network (DeepInversion-style), sized for small images."""
+    """Model inversion of one sub-network (DeepInversion-style), sized for small images.
+
+    The rebuilt pixels lie in [0, 1] (a sigmoid), the range of the glyph benchmarks and of
+    torchvision's ``ToTensor``; inputs normalised to another range are matched only as far
+    as the first BatchNorm's statistics allow.
+    """
 
     images_per_class: int = 10
     steps: int = 150
