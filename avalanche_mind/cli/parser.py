@@ -14,7 +14,7 @@ from avalanche_mind.export_cli import add_export_arguments
 from avalanche_mind.losses import DISTILL_LOSSES
 from avalanche_mind.models import MODEL_NAMES
 from avalanche_mind.preflight import OneLineParser
-from avalanche_mind.settings import NEW_WEIGHTS, PAPER_SETTINGS, REJECTIONS
+from avalanche_mind.settings import NEGATIVE_SOURCES, NEW_WEIGHTS, PAPER_SETTINGS, REJECTIONS
 from avalanche_mind.task_id import TASK_INFERENCE_RULES
 from avalanche_mind.wandb_logger import add_wandb_arguments
 
@@ -106,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="rule choosing the task without a task label (default: MIND's)")
     mind.add_argument("--rejection", choices=tuple(r or "none" for r in REJECTIONS), default=None,
                       help="train-time rejection of foreign inputs (default: MIND's)")
+    mind.add_argument("--negatives", choices=tuple(n or "none" for n in NEGATIVE_SOURCES), default=None,
+                      help="cross-task negatives shown with a uniform target in both phases (default: MIND's)")
+    mind.add_argument("--negative-weight", type=float, default=None, metavar="W",
+                      help=f"weight of the negatives' term (default {_default('negative_weight')})")
+    mind.add_argument("--negative-memory", type=int, default=None, metavar="K",
+                      help="rehearsal reference, not exemplar-free: K real images per class kept and used "
+                           "only as negatives (default 0, off)")
     mind.add_argument("--new-weights", choices=NEW_WEIGHTS, default=None,
                       help=f"start of the weights given to experience t >= 1 (default {_default('new_weights')}; "
                            f"the authors': {PAPER_SETTINGS['new_weights']})")

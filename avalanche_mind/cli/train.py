@@ -88,8 +88,9 @@ def resolve_train(args: argparse.Namespace) -> Dict[str, Any]:
             mind["capacity"] = "equal" if args.capacity == "equal" else float(args.capacity)
         except ValueError:
             raise CLIError(f"--capacity must be 'equal' or a fraction such as 0.2, got {args.capacity!r}") from None
-    if mind.get("rejection") == "none":
-        mind["rejection"] = None
+    for key in ("rejection", "negatives"):
+        if mind.get(key) == "none":
+            mind[key] = None
     mind["weight_sharing"] = not args.no_weight_sharing
     mind["bn_per_task"] = not args.bn_first_task_only
     settings["mind"] = mind
