@@ -15,6 +15,7 @@ PAPER_SETTINGS: Dict[str, Any] = {
     "new_weights": "zero",
     "rejection": None,
     "task_inference": "max_confidence",
+    "distill_loss": "symmetric_kl",  # the authors' "JS": the mean of both KLs (see losses.symmetric_kl)
 }
 # MIND's defaults instead: self_distillation=True, new_weights="random", rejection=None,
 # task_inference="shared_foreign" (the best configuration measured; see the README).
