@@ -66,6 +66,8 @@ def cases(tmp, checkpoint):
         "export json unwritable": (["export", checkpoint, "--out", tmp / "m.pt", "--json", blocker / "r.json"],
                                    f"--json {blocker / 'r.json'} cannot be written"),
         "compare unknown benchmark": (["compare", "--tiny", "--benchmark", "glyph"], "unknown --benchmark 'glyph'"),
+        "compare benchmark setting": (["compare", "--tiny", "--set", "benchmark_kwargs.bogus=1"],
+                                      "benchmark 'toy' refuses its settings"),
         "compare wandb project": (["compare", "--tiny", *wandb], "a team goes in --wandb-entity"),
         "compare ray unreachable": (["compare", "--tiny", "--ray", "127.0.0.1:1"], "nothing answers at 127.0.0.1:1"),
         "compare ray malformed": (["compare", "--tiny", "--ray", "ray://head"], "is not a Ray address"),
@@ -77,7 +79,7 @@ def cases(tmp, checkpoint):
 
 
 CASES = ["train typo", "train wandb project", "evaluate edited checkpoint", "export edited checkpoint",
-         "export json unwritable", "compare unknown benchmark", "compare wandb project", "compare ray unreachable",
+         "export json unwritable", "compare unknown benchmark", "compare benchmark setting", "compare wandb project", "compare ray unreachable",
          "compare ray malformed", "compare resume-from nothing", "tune unknown benchmark", "redraw damaged results"]
 
 

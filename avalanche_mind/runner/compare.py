@@ -58,7 +58,7 @@ from avalanche_mind.data.registry import benchmark_names
 from avalanche_mind.locking import OutputBusy, OutputLock
 from avalanche_mind.preflight import CLIError, OneLineParser, check_device, check_writable
 from avalanche_mind.runner import parallel, records, report, tuning
-from avalanche_mind.runner.loop import OutputError, run, run_serial
+from avalanche_mind.runner.loop import OutputError, loaded, run, run_serial
 from avalanche_mind.runner.presets import PRESETS, Preset, check_overrides, get_preset, with_overrides
 from avalanche_mind.runner.reproducible import default_threads, set_threads
 from avalanche_mind.runner.strategies import DEFAULT_STRATEGIES, LADDER, STRATEGIES
@@ -261,6 +261,13 @@ def _compare(args: argparse.Namespace, preset: Preset, device: str, out: Path, s
     else:
         execute, execution = run_serial, {"jobs": 1}
     failed = []
+    try:  # loaded once here (the runs find it loaded): a builder's refusal is the user's error
+        loaded(preset, args.data_root, validation=args.tune or args.validation)
+    except FileNotFoundError:
+        pass  # reported below, with the data module's message
+    except (TypeError, ValueError) as error:
+        raise CLIError(f"benchmark {preset.benchmark!r} refuses its settings "
+                       f"{dict(preset.benchmark_kwargs)}: {error}") from None
 
     def log(message: str) -> None:
         if not args.quiet:
