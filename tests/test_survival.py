@@ -159,3 +159,16 @@ def test_a_full_disk_while_drawing_leaves_a_complete_results_json(tmp_path, monk
     monkeypatch.undo()
     status, err = _compare("--redraw", tmp_path)
     assert status == 0 and (tmp_path / "accuracy_curves.png").is_file()
+
+
+def test_a_record_that_cannot_be_written_does_not_stop_the_comparison(tmp_path, monkeypatch):
+    from avalanche_mind.runner import records
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(records, "save_run", no_space)
+    status, err = _compare("--tiny", "--strategies", "naive", "--out", tmp_path)
+    assert status == 0, err[-2000:]
+    assert "could not record [naive seed 0]" in err and "No space left on device" in err
+    assert json.loads((tmp_path / "results.json").read_text())["strategies"]["naive"]["runs"]

@@ -72,7 +72,11 @@ def run_unrecorded(tasks: List[Any], execute: Callable[..., List[Any]], out: Pat
 
     def done(i: int, outcome: Any) -> None:
         if isinstance(outcome, dict):
-            save_run(out, todo[i].name, todo[i].seed, settings, outcome)
+            try:
+                save_run(out, todo[i].name, todo[i].seed, settings, outcome)
+            except OSError as error:  # a full disk: the figures are still here for the final write
+                log(f"  could not record {todo[i].label} in {Path(out) / RUNS} ({error.strerror or error}); "
+                    "the comparison goes on, but a rerun would train it again")
 
     ran = dict(zip(((t.name, t.seed) for t in todo), execute(todo, log, done=done) if todo else []))
     return [known[(t.name, t.seed)] if (t.name, t.seed) in known else ran[(t.name, t.seed)] for t in tasks], len(known)
