@@ -121,6 +121,15 @@ def glob_escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
+def _os_error(error: BaseException):
+    """The OSError behind ``error`` (itself, or what it was raised while handling), or None."""
+    for _ in range(4):
+        if error is None or isinstance(error, OSError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def atomic_torch_save(obj: Any, path: PathLike) -> Path:
     """``torch.save`` to a temporary file beside ``path``, fsync, then ``os.replace``.
 
@@ -140,10 +149,13 @@ def atomic_torch_save(obj: Any, path: PathLike) -> Path:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except OSError as error:
+    except (OSError, RuntimeError) as error:
         Path(tmp).unlink(missing_ok=True)
-        if error.filename is None:  # e.g. a full disk inside torch.save: say which file it was
-            raise OSError(error.errno, error.strerror or str(error), str(path)) from error
+        cause = _os_error(error)  # torch.save may turn a full disk (or ulimit -f) into a RuntimeError
+        if cause is None:
+            raise
+        if cause is not error or error.filename is None:  # say which file it was
+            raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from error
         raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -381,6 +381,10 @@ def run(
     print(report.markdown_table(result), flush=True)  # before writing: a failed write loses no figure
     try:
         report.write_all(result, out)
+    except report.PartlyWritten as error:
+        raise OutputError(f"could not write every output under {out} ({error.strerror or error}); its results.json "
+                          f"holds every figure: once there is space, draw the table and plots with compare --redraw "
+                          f"{out}") from error
     except OSError as error:
         fallback = Path(tempfile.gettempdir()) / f"compare-results-{_dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"
         try:

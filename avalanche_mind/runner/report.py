@@ -314,17 +314,24 @@ def write_all(result: Dict[str, Any], out: Path) -> Dict[str, str]:
     heatmaps = {name: out / f"heatmap_{name}.png" for name in result["strategies"]}
     result["files"].update({f"heatmap_{k}": str(v) for k, v in heatmaps.items()})
     write_json(result, files["json"])
-    atomic_write_text(files["markdown"], markdown_table(result))
-    with _replaced(files["csv"]) as tmp:
-        write_csv(result, tmp)
-    for name, entry in result["strategies"].items():
-        labels = [str(n - 1) if n < result["n_experiences"] or len(entry["curves"]["trained"]) > 1 else "all"
-                  for n in entry["curves"]["trained"]]
-        with _replaced(heatmaps[name]) as tmp:
-            plot_heatmap(entry["tag_matrix_mean"], f"{entry['label']}: TAg accuracy (%)", tmp, labels)
-    with _replaced(files["curves"]) as tmp:
-        plot_curves(result, tmp)
+    try:
+        atomic_write_text(files["markdown"], markdown_table(result))
+        with _replaced(files["csv"]) as tmp:
+            write_csv(result, tmp)
+        for name, entry in result["strategies"].items():
+            labels = [str(n - 1) if n < result["n_experiences"] or len(entry["curves"]["trained"]) > 1 else "all"
+                      for n in entry["curves"]["trained"]]
+            with _replaced(heatmaps[name]) as tmp:
+                plot_heatmap(entry["tag_matrix_mean"], f"{entry['label']}: TAg accuracy (%)", tmp, labels)
+        with _replaced(files["curves"]) as tmp:
+            plot_curves(result, tmp)
+    except OSError as error:
+        raise PartlyWritten(error.errno, error.strerror or str(error), error.filename) from error
     return result["files"]
+
+
+class PartlyWritten(OSError):
+    """results.json is written, a table or plot after it is not: ``--redraw`` draws them from it."""
 
 
 @contextlib.contextmanager
