@@ -236,6 +236,7 @@ def run_strategy(
                     f"{100 * (seen or 0):.1f}%  ({time.perf_counter() - wall:.0f} s)")
     normalisation = normalisation_of(strategy.model)
     by_rule = evaluate_rules(strategy, rules, collector, test_stream) if hasattr(strategy, "task_inference") else {}
+    inversion = list(getattr(strategy, "negative_log", []))  # negatives="inversion": BatchNorm matching per task
     del strategy
     gc.collect()
     tag, taw, taskid = matrices["TAg"], matrices["TAw"], matrices["TaskId"]
@@ -261,6 +262,7 @@ def run_strategy(
         "curve_taw": report.seen_curve(taw, trained),
         "normalisation": normalisation,
         "rules": by_rule,
+        "inversion": inversion,
     }
     if wandb_logger is not None:
         if wandb_logger.run is not None:
