@@ -75,6 +75,7 @@ STRATEGIES: Dict[str, StrategySpec] = {
                                   partial(build_mind, paper=True, distill_loss="js")),
     # Cross-task negatives (avalanche_mind.negatives): MIND's defaults plus one source each,
     # the rehearsal reference, and PackNet with the same negatives where they apply.
+    "mind-no-negatives": StrategySpec("MIND without negatives", partial(build_mind, negatives=None)),
     "mind-negatives-transforms": StrategySpec("MIND + negatives: transforms",
                                               partial(build_mind, negatives="transforms")),
     "mind-negatives-features": StrategySpec("MIND + negatives: features", partial(build_mind, negatives="features")),
