@@ -55,7 +55,10 @@ def saved(tmp_path_factory):
     return path, strategy
 
 
-@pytest.mark.parametrize("settings", [PAPER_SETTINGS, {}], ids=["paper", "defaults"])
+# MIND's defaults learn this toy stream almost perfectly in two epochs per phase (4 distinct
+# figures): with one epoch their figures vary enough for the equality below to mean something.
+@pytest.mark.parametrize("settings", [PAPER_SETTINGS, dict(teacher_epochs=1, train_epochs=1)],
+                         ids=["paper", "defaults"])
 def test_resume_after_experience_k_equals_uninterrupted_run(tmp_path, settings):
     benchmark, uninterrupted = build(**settings)
     expected = run(benchmark, uninterrupted, benchmark.train_stream)
