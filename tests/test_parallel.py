@@ -123,10 +123,14 @@ def _children(pid: int) -> set:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+    """Any thread of ``pid`` not yet exited (a killed process's leader is a zombie before its other threads are)."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            states.append(stat.read_text().split(")")[-1].split()[0])
+        except OSError:
+            pass
+    return any(state != "Z" for state in states)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
