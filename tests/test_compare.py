@@ -17,16 +17,16 @@ from avalanche_mind.runner.baselines import EpochLR
 from avalanche_mind.runner.packnet import packnet_backbone, prune_schedule
 from avalanche_mind.runner.presets import PRESETS, get_preset, with_overrides
 from avalanche_mind.runner.report import forgetting
-from avalanche_mind.runner.strategies import LADDER, STRATEGIES, RunContext
+from avalanche_mind.runner.strategies import LADDER, NEGATIVES, STRATEGIES, RunContext
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL = list(STRATEGIES)
-ISOLATED = tuple(name for name in STRATEGIES if name.startswith("mind") or name == "packnet")
+ISOLATED = tuple(name for name in STRATEGIES if name.startswith(("mind", "packnet")))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RUN_KEYS = {
     "seed", "tag", "taw", "taskid", "forgetting_tag", "forgetting_taw", "params_model", "params_kept",
     "state_mb", "peak_rss_mb", "train_time_s", "eval_time_s", "wall_time_s", "tag_matrix", "taw_matrix",
-    "taskid_matrix", "trained", "curve_tag", "curve_taw", "normalisation", "rules",
+    "taskid_matrix", "trained", "curve_tag", "curve_taw", "normalisation", "rules", "inversion",
 }
 
 
@@ -50,7 +50,7 @@ def test_every_strategy_runs_and_every_output_is_written(tiny_run):
     # By default: MIND (defaults and the paper's), the baselines and the bounds; ablations on request.
     defaults = compare.build_parser().parse_args([]).strategies
     assert defaults == ["mind", "mind-paper", "packnet", "lwf", "ewc", "si", "naive", "joint"]
-    assert set(defaults) | set(LADDER) == set(ALL)
+    assert set(defaults) | set(LADDER) | set(NEGATIVES) == set(ALL)
     assert list(result["strategies"]) == ALL
     for name in ("results.json", "results.csv", "results.md", "accuracy_curves.png",
                  *(f"heatmap_{s}.png" for s in ALL)):
