@@ -7,6 +7,10 @@ target on its output slice (outlier exposure), in both phases (teacher and
 distillation), it learns to be unsure of what is not its own. The stand-ins never
 update BatchNorm's running statistics, so t's snapshot still describes t's inputs.
 
+Only earlier experiences that share none of t's classes give negatives: in a
+domain-incremental stream an earlier domain's input of class c is still class c, so
+there the stored sources are off (and ``"features"`` trains exactly as no negatives).
+
 Sources (``MIND(negatives=...)``), each built from what MIND already keeps or from
 the current experience, never from stored images of earlier experiences:
 

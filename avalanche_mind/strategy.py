@@ -320,10 +320,14 @@ class MIND(SupervisedTemplate):
         config = self.config
         if config.negatives is None and config.negative_memory == 0:
             return None
-        stored = [t for t in self.state.negative_bank[:task] if len(t)]
+        # Only experiences with none of t's classes are foreign to it: in a domain-incremental
+        # stream an earlier domain's input of class c is still class c, not "none of mine".
+        mine = set(self.state.slices[task])
+        foreign = [s for s in range(task) if mine.isdisjoint(self.state.slices[s])]
+        stored = [self.state.negative_bank[s] for s in foreign if len(self.state.negative_bank[s])]
         features = None
-        if config.negatives == "features" and task > 0:
-            features = FeatureSampler(self.state.score_statistics, range(task), self.device)
+        if config.negatives == "features" and foreign:
+            features = FeatureSampler(self.state.score_statistics, foreign, self.device)
         return NegativePool(
             images=torch.cat(stored).to(self.device) if stored else None,
             features=features,

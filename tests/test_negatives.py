@@ -147,3 +147,25 @@ def test_packnet_refuses_inversion():
     with pytest.raises(ValueError, match="GroupNorm"):
         PackNetTAg(model=nn.Linear(2, 2), optimizer=None, n_experiences=2, post_prune_epochs=1, temperature=1.0,
                    negatives="inversion")
+
+
+def test_domain_incremental_experiences_are_not_each_others_negatives(domain_incremental):
+    """Every domain has the same classes: no earlier one is foreign, so "features" trains as no negatives."""
+    results = []
+    for negatives in ("features", None):
+        strategy = make_mind(n_classes=4, n_experiences=3, negatives=negatives, teacher_epochs=1, train_epochs=1)
+        for experience in domain_incremental.train_stream[:2]:
+            strategy.train(experience, eval_streams=[])
+        results.append({k: v.clone() for k, v in strategy.model.state_dict().items()})
+    assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
+
+
+def test_class_incremental_features_negatives_change_training(class_incremental):
+    """The counterpart: with disjoint classes the same option does change what is learned."""
+    results = []
+    for negatives in ("features", None):
+        strategy = make_mind(negatives=negatives, teacher_epochs=1, train_epochs=1)
+        for experience in class_incremental.train_stream[:2]:
+            strategy.train(experience, eval_streams=[])
+        results.append({k: v.clone() for k, v in strategy.model.state_dict().items()})
+    assert not all(torch.equal(results[0][k], results[1][k]) for k in results[0])

@@ -199,10 +199,12 @@ class PackNetTAg(SupervisedTemplate):
     def _negative_pool(self, task: int) -> Optional[NegativePool]:
         if self.negatives is None and self.negative_memory == 0:
             return None
-        stored = [t for t in self.negative_bank[:task] if len(t)]
+        mine = set(self.slices[task].tolist())  # as MIND: only experiences with none of t's classes
+        foreign = [s for s in range(task) if mine.isdisjoint(self.slices[s].tolist())]
+        stored = [self.negative_bank[s] for s in foreign if s < len(self.negative_bank)]
         features = None
-        if self.negatives == "features" and task > 0:
-            features = FeatureSampler(self.statistics, range(task), self.device)
+        if self.negatives == "features" and foreign:
+            features = FeatureSampler(self.statistics, foreign, self.device)
         return NegativePool(images=torch.cat(stored).to(self.device) if stored else None, features=features,
                             transforms=self.negatives == "transforms")
 
