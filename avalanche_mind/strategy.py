@@ -389,9 +389,16 @@ class MIND(SupervisedTemplate):
         """
         try:
             return super().train(experiences, eval_streams, **kwargs)
-        except BaseException:
+        except BaseException as error:
             point, self._pending = self._pending, None
             roll_back(self, point)
+            if isinstance(error, RuntimeError) and "without overflow" in str(error):
+                # A finite but huge learning rate overflows float32 inside the optimiser's update.
+                raise TrainingDivergedError(
+                    f"training diverged: an optimiser update overflowed float32 (lr={self.config.lr:g}, "
+                    f"teacher_lr={self.config.teacher_lr:g}). Nothing of this experience was kept or saved; "
+                    "lower the learning rates (lr, teacher_lr) and run it again."
+                ) from error
             raise
 
     def make_train_dataloader(

@@ -48,3 +48,12 @@ def test_classes_beyond_model_outputs(class_incremental):
 def test_bad_capacity():
     with pytest.raises(ValueError, match="capacity"):
         MIND(model=small_cnn(10), n_experiences=2, capacity=1.5, evaluator=None)
+
+
+def test_a_huge_finite_learning_rate_is_a_divergence_error_and_nothing_is_kept(class_incremental):
+    from avalanche_mind.errors import TrainingDivergedError
+
+    strategy = make_mind(lr=1e38, teacher_lr=1e38, teacher_epochs=1, train_epochs=1)
+    with pytest.raises(TrainingDivergedError, match="lower the learning rates"):
+        strategy.train(class_incremental.train_stream[0], eval_streams=[])
+    assert strategy.state.n_tasks == 0

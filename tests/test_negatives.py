@@ -169,3 +169,4 @@ def test_class_incremental_features_negatives_change_training(class_incremental)
             strategy.train(experience, eval_streams=[])
         results.append({k: v.clone() for k, v in strategy.model.state_dict().items()})
     assert not all(torch.equal(results[0][k], results[1][k]) for k in results[0])
+
