@@ -394,10 +394,11 @@ class MIND(SupervisedTemplate):
             roll_back(self, point)
             if isinstance(error, RuntimeError) and "without overflow" in str(error):
                 # A finite but huge learning rate overflows float32 inside the optimiser's update.
+                experience = getattr(getattr(self, "experience", None), "current_experience", "?")
                 raise TrainingDivergedError(
-                    f"training diverged: an optimiser update overflowed float32 (lr={self.config.lr:g}, "
-                    f"teacher_lr={self.config.teacher_lr:g}). Nothing of this experience was kept or saved; "
-                    "lower the learning rates (lr, teacher_lr) and run it again."
+                    f"training diverged: an optimizer step overflowed float32 in experience {experience} "
+                    f"(learning rates lr={self.config.lr:g}, teacher_lr={self.config.teacher_lr:g}). Nothing of "
+                    "this experience was kept or saved; lower the learning rates (lr, teacher_lr) and run it again."
                 ) from error
             raise
 
