@@ -30,7 +30,6 @@ from avalanche_mind.cli.builders import benchmark_shape, build_benchmark, build_
 from avalanche_mind.cli.options import MIND_OPTIONS, PROG, key_values
 from avalanche_mind.config import MINDConfig
 from avalanche_mind.distributed import init_from_environment, is_distributed, is_main_process
-from avalanche_mind.errors import TrainingDivergedError
 from avalanche_mind.files import atomic_write_text
 from avalanche_mind.locking import OutputBusy, OutputLock
 from avalanche_mind.metrics import mind_evaluator
