@@ -182,7 +182,8 @@ def invert(
                                                         generator=generator))
                 x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
             logits = run(x)[:, slice_]
-            bn = sum((seen[name] - target[name]).norm(dim=1).sum() for name in names) / max(len(names), 1)
+            bn = sum(((seen[name] - target[name]).norm(dim=1).sum() for name in names),
+                     logits.new_zeros(())) / max(len(names), 1)
             loss = (F.cross_entropy(logits, targets) + settings.bn_weight * bn
                     + settings.tv_weight * _smoothness(x))
             optimizer.zero_grad(set_to_none=True)
