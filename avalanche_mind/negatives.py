@@ -219,6 +219,25 @@ def memory_images(dataset, per_class: int, generator: torch.Generator) -> Tensor
 
 
 # ------------------------------------------------------------------- the term
+def negative_pool(
+    source: Optional[str], memory: int, slices: Sequence[Sequence[int]], task: int,
+    stored: Sequence[Tensor], statistics: ScoreStatistics, device: torch.device,
+) -> Optional["NegativePool"]:
+    """The negatives experience ``task`` trains with (None when every source is off).
+
+    Only earlier experiences with none of ``task``'s classes are foreign to it;
+    ``stored[s]``: experience s's kept negatives (may be empty or absent).
+    """
+    if source is None and memory == 0:
+        return None
+    mine = set(int(c) for c in slices[task])
+    foreign = [s for s in range(task) if mine.isdisjoint(int(c) for c in slices[s])]
+    images = [stored[s] for s in foreign if s < len(stored) and len(stored[s])]
+    features = FeatureSampler(statistics, foreign, device) if source == "features" and foreign else None
+    return NegativePool(images=torch.cat(images).to(device) if images else None, features=features,
+                        transforms=source == "transforms")
+
+
 @dataclass
 class NegativePool:
     """What the experience being trained draws its negatives from (built at its start, released at its end)."""
@@ -256,5 +275,5 @@ class NegativePool:
 
 __all__ = [
     "FeatureSampler", "InversionResult", "InversionSettings", "NEGATIVE_SOURCES", "NegativePool", "invert",
-    "memory_images", "mixed_across_classes", "shuffled_patches", "transformed",
+    "memory_images", "mixed_across_classes", "negative_pool", "shuffled_patches", "transformed",
 ]

@@ -41,7 +41,7 @@ from avalanche_mind.inference import Prediction, SubnetworkBank, predict
 from avalanche_mind.layers import ensure_gated
 from avalanche_mind.losses import DISTILL_LOSSES, rotation_rejection_loss
 from avalanche_mind.metrics import default_mind_evaluator
-from avalanche_mind.negatives import FeatureSampler, InversionSettings, NegativePool, invert, memory_images
+from avalanche_mind.negatives import InversionSettings, NegativePool, invert, memory_images, negative_pool
 from avalanche_mind.ownership import Capacity, OwnershipMap, forward_from_classifier
 from avalanche_mind.plugins.allocation import AllocationPlugin
 from avalanche_mind.plugins.batchnorm import BatchNormPlugin
@@ -290,7 +290,8 @@ class MIND(SupervisedTemplate):
     def _prepare_experience(self) -> None:
         """Steps 1-4 for the current experience t, in order."""
         config, task = self.config, self.current_task
-        self.negatives = self._negative_pool(task)
+        self.negatives = negative_pool(config.negatives, config.negative_memory, self.state.slices, task,
+                                       self.state.negative_bank, self.state.score_statistics, self.device)
         self.teacher_plugin.train(self, self.output_slice(task))
         self.allocation.allocate(self.ownership, task, self.state.slices[task], self.generator, self.zero_start)
         if not config.bn_per_task and task > 0:
@@ -315,25 +316,6 @@ class MIND(SupervisedTemplate):
         self.state.negative_bank.append(self._stored_negatives(self.current_task))
 
     # ---------------------------------------------------------- negatives
-    def _negative_pool(self, task: int) -> Optional[NegativePool]:
-        """The negatives experience ``task`` trains with (see :mod:`avalanche_mind.negatives`)."""
-        config = self.config
-        if config.negatives is None and config.negative_memory == 0:
-            return None
-        # Only experiences with none of t's classes are foreign to it: in a domain-incremental
-        # stream an earlier domain's input of class c is still class c, not "none of mine".
-        mine = set(self.state.slices[task])
-        foreign = [s for s in range(task) if mine.isdisjoint(self.state.slices[s])]
-        stored = [self.state.negative_bank[s] for s in foreign if len(self.state.negative_bank[s])]
-        features = None
-        if config.negatives == "features" and foreign:
-            features = FeatureSampler(self.state.score_statistics, foreign, self.device)
-        return NegativePool(
-            images=torch.cat(stored).to(self.device) if stored else None,
-            features=features,
-            transforms=config.negatives == "transforms",
-        )
-
     def _stored_negatives(self, task: int) -> Tensor:
         """What later experiences will draw from for ``task`` (empty if nothing is stored or none will come)."""
         config = self.config

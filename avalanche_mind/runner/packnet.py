@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from avalanche_mind.inference import Prediction, predict
 from avalanche_mind.layers import batchnorm_modules
 from avalanche_mind.models import build_model
-from avalanche_mind.negatives import FeatureSampler, NegativePool, memory_images
+from avalanche_mind.negatives import NegativePool, memory_images, negative_pool
 from avalanche_mind.settings import NEGATIVE_SOURCES
 from avalanche_mind.strategy import experience_classes
 from avalanche_mind.task_id import STATISTICS_RULES, ScoreStatistics, gather_statistics
@@ -193,20 +193,9 @@ class PackNetTAg(SupervisedTemplate):
         classes = experience_classes(self.experience)
         self.slices.append(torch.tensor(classes, dtype=torch.long, device=self.device))
         self.experience_ids.append(int(self.experience.current_experience))
-        self.pool = self._negative_pool(self.train_task)
+        self.pool = negative_pool(self.negatives, self.negative_memory, [t.tolist() for t in self.slices],
+                                  self.train_task, self.negative_bank, self.statistics, self.device)
         super()._before_training_exp(**kwargs)
-
-    def _negative_pool(self, task: int) -> Optional[NegativePool]:
-        if self.negatives is None and self.negative_memory == 0:
-            return None
-        mine = set(self.slices[task].tolist())  # as MIND: only experiences with none of t's classes
-        foreign = [s for s in range(task) if mine.isdisjoint(self.slices[s].tolist())]
-        stored = [self.negative_bank[s] for s in foreign if s < len(self.negative_bank)]
-        features = None
-        if self.negatives == "features" and foreign:
-            features = FeatureSampler(self.statistics, foreign, self.device)
-        return NegativePool(images=torch.cat(stored).to(self.device) if stored else None, features=features,
-                            transforms=self.negatives == "transforms")
 
     def _after_training_exp(self, **kwargs) -> None:
         super()._after_training_exp(**kwargs)  # PackNetPlugin commits the task here
