@@ -29,7 +29,7 @@ def demo_checkpoint(path: Path, n_experiences: int, num_classes: int) -> None:
     from avalanche.training.plugins import EvaluationPlugin
 
     from avalanche_mind import MIND, gresnet32
-    from avalanche_mind.checkpoint import save_checkpoint
+    from avalanche_mind.io.checkpoint import save_checkpoint
     from avalanche_mind.data.toy import toy_class_incremental
 
     benchmark = toy_class_incremental(n_experiences=n_experiences, classes_per_experience=num_classes // n_experiences,
@@ -67,10 +67,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
-    from avalanche_mind.export import export_checkpoint
-    from avalanche_mind.export_cli import _cli
-    from avalanche_mind.export_formats import runner
-    from avalanche_mind.predictor import Predictor
+    from avalanche_mind.export.artefact import export_checkpoint
+    from avalanche_mind.cli.export import _cli
+    from avalanche_mind.export.formats import runner
+    from avalanche_mind.inference.predictor import Predictor
 
     folder = Path(args.out_dir or tempfile.mkdtemp(prefix="mind-export-"))
     folder.mkdir(parents=True, exist_ok=True)

@@ -19,9 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from avalanche_mind import OwnershipMap, gresnet32
-from avalanche_mind.layers import batchnorm_modules
+from avalanche_mind.core.layers import batchnorm_modules
 from avalanche_mind.models.gresnet import ResNet
-from avalanche_mind.plugins.batchnorm import batchnorm_state
+from avalanche_mind.core.batchnorm import batchnorm_state
 
 
 # ------------------------------------------------------------------ records

@@ -18,9 +18,9 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from avalanche_mind.config import DEFAULTS
-from avalanche_mind.inference import SubnetworkBank, predict
-from avalanche_mind.task_id import ScoreStatistics, collect_statistics
+from avalanche_mind.core.config import DEFAULTS
+from avalanche_mind.inference.bank import SubnetworkBank, predict
+from avalanche_mind.task_id.rules import ScoreStatistics, collect_statistics
 from benchmarks.perf_common import dense_twin, median_ratio, model_with_tasks, rounds, table
 from benchmarks.perf_reference import DeepCopyBank
 

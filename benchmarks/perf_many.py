@@ -16,7 +16,7 @@ from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_mind import MIND, mind_metrics, small_cnn
 from avalanche_mind.data.toy import toy_class_incremental
-from avalanche_mind.ownership import OwnershipMap
+from avalanche_mind.core.ownership import OwnershipMap
 from benchmarks.perf_common import table
 
 N_CLASSES = 100

@@ -25,8 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from avalanche_mind import OwnershipMap, gated_layers
-from avalanche_mind.plugins.batchnorm import load_batchnorm_state
-from avalanche_mind.state import MINDState
+from avalanche_mind.core.batchnorm import load_batchnorm_state
+from avalanche_mind.core.state import MINDState
 
 
 class DeepCopyBank:

@@ -15,10 +15,10 @@ from avalanche.training.plugins import EvaluationPlugin
 from torch import Tensor, nn
 
 from avalanche_mind import MIND
-from avalanche_mind.checkpoint import checkpoint_payload
-from avalanche_mind.layers import compact_state_dict
-from avalanche_mind.ownership import OwnershipMap
-from avalanche_mind.state import MINDState
+from avalanche_mind.io.checkpoint import checkpoint_payload
+from avalanche_mind.core.layers import compact_state_dict
+from avalanche_mind.core.ownership import OwnershipMap
+from avalanche_mind.core.state import MINDState
 from benchmarks.perf_common import dense_twin, model_with_tasks, table
 from benchmarks.perf_reference import before_state_payload
 
@@ -30,7 +30,7 @@ def saved_bytes(obj) -> int:
 
 
 def checkpoint_variants(model, n_tasks: int, state: MINDState) -> Dict[str, Any]:
-    """What ``avalanche_mind.checkpoint.save_checkpoint`` writes for this model and state."""
+    """What ``avalanche_mind.io.checkpoint.save_checkpoint`` writes for this model and state."""
     strategy = MIND(model=model, n_experiences=n_tasks, evaluator=EvaluationPlugin(loggers=[]))
     strategy.state.load_state_dict(state.state_dict())
     out = {"after: checkpoint file (save_checkpoint), optimizer state empty": checkpoint_payload(strategy)}

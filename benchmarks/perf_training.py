@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avalanche_mind import OwnershipMap, gated_layers
-from avalanche_mind.losses import js_divergence
+from avalanche_mind.core.losses import js_divergence
 from avalanche_mind.models.gresnet import ResNet
 from avalanche_mind.plugins.gating import guard_for, guarded_step
 from benchmarks.perf_common import median_ratio, model_with_tasks, rounds, table

@@ -12,7 +12,7 @@ from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_mind import MIND, gresnet32, mind_metrics
 from avalanche_mind.data import glyph_class_incremental
-from avalanche_mind.wandb_logger import add_wandb_arguments, wandb_logger_from_args
+from avalanche_mind.logging.wandb_logger import add_wandb_arguments, wandb_logger_from_args
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--small", action="store_true", default=os.environ.get("AVALANCHE_MIND_SMALL") == "1",

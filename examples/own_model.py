@@ -12,8 +12,8 @@ from torch import nn
 
 from avalanche_mind import MIND, gate_model
 from avalanche_mind.data import glyph_class_incremental
-from avalanche_mind.metrics import mind_evaluator
-from avalanche_mind.wandb_logger import add_wandb_arguments, wandb_logger_from_args
+from avalanche_mind.inference.metrics import mind_evaluator
+from avalanche_mind.logging.wandb_logger import add_wandb_arguments, wandb_logger_from_args
 
 
 class MyNet(nn.Module):

@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 
 from avalanche_mind import MIND, small_cnn
-from avalanche_mind.checkpoint import CheckpointPlugin, load_checkpoint
+from avalanche_mind.io.checkpoint import CheckpointPlugin, load_checkpoint
 from avalanche_mind.data import glyph_class_incremental
-from avalanche_mind.metrics import mind_evaluator
-from avalanche_mind.predictor import Predictor
-from avalanche_mind.wandb_logger import add_wandb_arguments, wandb_logger_from_args
+from avalanche_mind.inference.metrics import mind_evaluator
+from avalanche_mind.inference.predictor import Predictor
+from avalanche_mind.logging.wandb_logger import add_wandb_arguments, wandb_logger_from_args
 
 
 def main() -> None:

@@ -13,8 +13,8 @@ import torch
 
 from avalanche_mind import MIND, small_cnn
 from avalanche_mind.data import glyph_class_incremental
-from avalanche_mind.metrics import mind_evaluator
-from avalanche_mind.wandb_logger import add_wandb_arguments, wandb_logger_from_args
+from avalanche_mind.inference.metrics import mind_evaluator
+from avalanche_mind.logging.wandb_logger import add_wandb_arguments, wandb_logger_from_args
 
 
 def main() -> None:

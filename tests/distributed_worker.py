@@ -20,9 +20,9 @@ import torch.distributed as dist
 from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_mind import MIND, mind_metrics, small_cnn
-from avalanche_mind.checkpoint import CheckpointPlugin, load_checkpoint
+from avalanche_mind.io.checkpoint import CheckpointPlugin, load_checkpoint
 from avalanche_mind.data.toy import toy_class_incremental
-from avalanche_mind.distributed import init_from_environment, is_distributed
+from avalanche_mind.core.distributed import init_from_environment, is_distributed
 
 warnings.filterwarnings("ignore")
 

@@ -10,7 +10,7 @@ from avalanche.evaluation.metrics import forgetting_metrics
 from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_mind import PAPER_SETTINGS, MIND, mind_metrics, small_cnn
-from avalanche_mind.checkpoint import (
+from avalanche_mind.io.checkpoint import (
     CheckpointError,
     CheckpointPlugin,
     load_checkpoint,
@@ -18,7 +18,7 @@ from avalanche_mind.checkpoint import (
     save_checkpoint,
 )
 from avalanche_mind.data.toy import toy_class_incremental
-from avalanche_mind.layers import unpack_owner
+from avalanche_mind.core.layers import unpack_owner
 
 N_EXP = 3
 TINY = dict(teacher_epochs=2, train_epochs=2, train_mb_size=16, eval_mb_size=64,

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from avalanche_mind import cli
-from avalanche_mind.checkpoint import read_checkpoint
+from avalanche_mind.io.checkpoint import read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--benchmark", "toy", "--benchmark-arg", "n_experiences=3", "--benchmark-arg", "per_class=16",
@@ -86,7 +86,7 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path, capsys, monke
     full = tmp_path / "full.json"
     assert run_cli(["train", *TINY, "--checkpoint", tmp_path / "full.pt", "--results", full], capsys)[0] == 0
 
-    from avalanche_mind.strategy import MIND
+    from avalanche_mind.core.strategy import MIND
 
     original, calls = MIND.train, []
 

@@ -15,15 +15,16 @@ from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
 
 from avalanche_mind import MIND, mind_metrics, small_cnn
-from avalanche_mind.checkpoint import CheckpointError, save_checkpoint
+from avalanche_mind.io.checkpoint import CheckpointError, save_checkpoint
 from avalanche_mind.cli import main as cli_main
+from avalanche_mind.cli.export import main
 from avalanche_mind.data.toy import toy_class_incremental
-from avalanche_mind.export import (
-    ExportError, VerificationError, export_checkpoint, main, reference,
+from avalanche_mind.export.artefact import (
+    ExportError, VerificationError, export_checkpoint, reference,
 )
-from avalanche_mind.export_formats import read_metadata, runner
-from avalanche_mind.predictor import Predictor
-from avalanche_mind.task_id import TASK_INFERENCE_RULES
+from avalanche_mind.export.formats import read_metadata, runner
+from avalanche_mind.inference.predictor import Predictor
+from avalanche_mind.task_id.rules import TASK_INFERENCE_RULES
 
 N_EXP, WIDTH, N_CLASSES, SIZE = 3, 8, 6, 12
 
@@ -146,7 +147,7 @@ def test_whole_predictor_in_one_graph_matches_the_predictor(trained, tmp_path, f
 
 def _resnet():
     """Residual additions, strided option-A shortcuts and 2 BatchNorms per block (what gresnet32 has)."""
-    from avalanche_mind.layers import gate_model
+    from avalanche_mind.core.layers import gate_model
     from avalanche_mind.models import ResNet
 
     torch.manual_seed(0)
@@ -155,7 +156,7 @@ def _resnet():
 
 def _with_biases():
     """Biases everywhere, and a BatchNorm1d after a hidden Linear: kept as a BatchNorm with each task's snapshot."""
-    from avalanche_mind.layers import gate_model
+    from avalanche_mind.core.layers import gate_model
 
     torch.manual_seed(0)
     return gate_model(nn.Sequential(
@@ -231,7 +232,7 @@ def test_every_task_choice_rule_exports_to_onnx(trained, tmp_path):
 
 def test_an_artefact_that_disagrees_is_deleted(trained, tmp_path, monkeypatch):
     path, _, inputs = trained
-    import avalanche_mind.export_rules as rules
+    import avalanche_mind.task_id.export_rules as rules
 
     real = rules.scores
     monkeypatch.setattr(rules, "scores", lambda *args: -real(*args))  # the least likely task instead
@@ -257,7 +258,7 @@ def test_refusals(trained, tmp_path, monkeypatch):
     for task in (N_EXP, -1):
         with pytest.raises(ExportError, match=f"task {task} is out of range.*ids 0..{N_EXP - 1}"):
             export_checkpoint(path, model(), out, format="torchscript", task=task, inputs=inputs)
-    import avalanche_mind.export_formats as formats
+    import avalanche_mind.export.formats as formats
 
     monkeypatch.setattr(formats, "_importable", lambda name: name != "onnxruntime")
     with pytest.raises(ExportError, match=r"needs onnxruntime.*pip install -e '\.\[export\]'"):

@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avalanche_mind import gate_model, small_cnn
-from avalanche_mind.inference import SubnetworkBank, predict
-from avalanche_mind.layers import batchnorm_modules, gated_layers
+from avalanche_mind.inference.bank import SubnetworkBank, predict
+from avalanche_mind.core.layers import batchnorm_modules, gated_layers
 from avalanche_mind.models.gresnet import ResNet
-from avalanche_mind.ownership import OwnershipMap
-from avalanche_mind.plugins.batchnorm import batchnorm_state, load_batchnorm_state
-from avalanche_mind.tracing import Untraceable, trace_for_tasks
+from avalanche_mind.core.ownership import OwnershipMap
+from avalanche_mind.core.batchnorm import batchnorm_state, load_batchnorm_state
+from avalanche_mind.inference.tracing import Untraceable, trace_for_tasks
 
 N_CLASSES = 8
 N_TASKS = 4

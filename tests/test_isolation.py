@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from avalanche_mind.layers import gated_layers
+from avalanche_mind.core.layers import gated_layers
 from helpers import exp_metric, make_mind
 
 

@@ -7,7 +7,7 @@ import torchvision
 from torch import nn
 
 from avalanche_mind import FREE, GatedConv2d, GatedLinear, gate_model, gated_layers, gresnet32, gresnet32_64
-from avalanche_mind.ownership import OwnershipMap
+from avalanche_mind.core.ownership import OwnershipMap
 
 
 @pytest.mark.parametrize(

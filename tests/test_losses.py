@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from avalanche_mind.inference import choose_task
-from avalanche_mind.losses import DISTILL_LOSSES, js_divergence
+from avalanche_mind.inference.bank import choose_task
+from avalanche_mind.core.losses import DISTILL_LOSSES, js_divergence
 
 
 @pytest.mark.parametrize("name", sorted(DISTILL_LOSSES))

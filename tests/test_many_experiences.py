@@ -11,8 +11,8 @@ from torch import nn
 
 from avalanche_mind import FREE, MIND, gate_model, mind_metrics, small_cnn
 from avalanche_mind.data.toy import toy_class_incremental
-from avalanche_mind.layers import PACKED_OWNER_MAX, compact_state_dict, pack_owner, unpack_owner
-from avalanche_mind.ownership import OwnershipMap
+from avalanche_mind.core.layers import PACKED_OWNER_MAX, compact_state_dict, pack_owner, unpack_owner
+from avalanche_mind.core.ownership import OwnershipMap
 
 
 def tiny_model(n_classes: int = 300) -> nn.Module:

@@ -7,13 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from avalanche_mind.checkpoint import load_checkpoint, save_checkpoint
-from avalanche_mind.layers import gated_layers
-from avalanche_mind.losses import js_divergence, symmetric_kl
-from avalanche_mind.negatives import (
+from avalanche_mind.io.checkpoint import load_checkpoint, save_checkpoint
+from avalanche_mind.core.layers import gated_layers
+from avalanche_mind.core.losses import js_divergence, symmetric_kl
+from avalanche_mind.core.negatives import (
     FeatureSampler, NegativePool, mixed_across_classes, shuffled_patches, transformed,
 )
-from avalanche_mind.task_id import ScoreStatistics
+from avalanche_mind.task_id.rules import ScoreStatistics
 from helpers import make_mind
 
 

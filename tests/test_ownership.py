@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from avalanche_mind import FREE
-from avalanche_mind.layers import gated_layers
+from avalanche_mind.core.layers import gated_layers
 
 
 def test_owners_are_disjoint_and_sized(trained_run):

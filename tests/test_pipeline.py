@@ -89,7 +89,7 @@ def test_periodic_eval_during_training(class_incremental):
 
 def test_ownership_travels_with_the_model_state_dict(trained_run):
     from avalanche_mind import small_cnn
-    from avalanche_mind.layers import gated_layers
+    from avalanche_mind.core.layers import gated_layers
 
     strategy, _ = trained_run
     state = strategy.model.state_dict()

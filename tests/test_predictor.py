@@ -8,9 +8,9 @@ from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
 
 from avalanche_mind import MIND, mind_metrics, small_cnn
-from avalanche_mind.checkpoint import CheckpointError, save_checkpoint
+from avalanche_mind.io.checkpoint import CheckpointError, save_checkpoint
 from avalanche_mind.data.toy import toy_class_incremental
-from avalanche_mind.predictor import Predictor
+from avalanche_mind.inference.predictor import Predictor
 
 N_EXP, WIDTH = 3, 6
 

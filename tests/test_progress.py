@@ -7,10 +7,10 @@ import pytest
 import torch
 from avalanche.training.plugins import EvaluationPlugin
 
-import avalanche_mind.progress
+import avalanche_mind.logging.progress
 from avalanche_mind import MIND, small_cnn
 from avalanche_mind.data.toy import toy_class_incremental
-from avalanche_mind.progress import DistillationProgressPlugin
+from avalanche_mind.logging.progress import DistillationProgressPlugin
 
 EPOCHS = 2
 
@@ -18,7 +18,7 @@ EPOCHS = 2
 @pytest.fixture(autouse=True)
 def redraw_every_epoch(monkeypatch):
     # tqdm otherwise waits 0.1 s between redraws, and these epochs are faster.
-    monkeypatch.setattr(avalanche_mind.progress, "tqdm", functools.partial(avalanche_mind.progress.tqdm, mininterval=0))
+    monkeypatch.setattr(avalanche_mind.logging.progress, "tqdm", functools.partial(avalanche_mind.logging.progress.tqdm, mininterval=0))
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -149,7 +149,7 @@ def test_unwritable_glyph_cache_folder_still_gives_the_glyphs(tmp_path):
 def test_killed_save_leftovers_removed_and_permissions_follow_umask(tmp_path):
     import os
 
-    from avalanche_mind.checkpoint import atomic_torch_save
+    from avalanche_mind.io.checkpoint import atomic_torch_save
 
     path = tmp_path / "run.pt"
     old_style = tmp_path / ".run.pt.k2j3h4.tmp"  # a kill mid-save, before pids were in the name
@@ -248,7 +248,7 @@ def test_ctrl_c_says_where_the_checkpoint_is_and_how_to_resume(tmp_path, capsys,
     monkeypatch.setattr(MIND, "train", real_train)
     code, out, err = run_cli(shlex.split(lines[1].split(": ", 1)[1])[1:], capsys)
     assert code == 0, err
-    from avalanche_mind.checkpoint import read_checkpoint
+    from avalanche_mind.io.checkpoint import read_checkpoint
 
     assert read_checkpoint(ckpt).n_trained == 3
 
@@ -256,7 +256,7 @@ def test_ctrl_c_says_where_the_checkpoint_is_and_how_to_resume(tmp_path, capsys,
 def test_disk_full_keeps_the_previous_checkpoint_and_says_so(tmp_path, capsys, monkeypatch):
     import errno
 
-    import avalanche_mind.checkpoint as checkpoint
+    import avalanche_mind.io.checkpoint as checkpoint
 
     ckpt = tmp_path / "run.pt"
     real_save = checkpoint.torch.save
@@ -395,7 +395,7 @@ def saved_run(tmp_path_factory):
 
 
 def test_predictor_refuses_nonfinite_inputs_and_a_missing_batch_dimension(saved_run):
-    from avalanche_mind.predictor import Predictor
+    from avalanche_mind.inference.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(saved_run, small_cnn(6, width=6))
     x = torch.rand(4, 3, 12, 12)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from avalanche_mind.state import MINDState, snapshot_count
+from avalanche_mind.core.state import MINDState, snapshot_count
 
 
 def _state(n_tasks: int) -> MINDState:

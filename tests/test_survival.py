@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from avalanche_mind.locking import OutputLock
+from avalanche_mind.io.locking import OutputLock
 from avalanche_mind.runner import compare, loop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def test_records_of_other_settings_are_not_mixed_in(tmp_path):
 
 def _holder(target: Path) -> subprocess.Popen:
     """Another process holding the lock of ``target``, until killed."""
-    code = ("import sys, time; from avalanche_mind.locking import OutputLock; OutputLock(sys.argv[1], 'x').acquire();"
+    code = ("import sys, time; from avalanche_mind.io.locking import OutputLock; OutputLock(sys.argv[1], 'x').acquire();"
             " print('locked', flush=True); time.sleep(600)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from avalanche_mind import MIND, PAPER_SETTINGS, small_cnn
-from avalanche_mind.checkpoint import save_checkpoint
-from avalanche_mind.inference import SubnetworkBank, predict
-from avalanche_mind.plugins.batchnorm import batchnorm_modules, frozen_running_statistics
-from avalanche_mind.predictor import Predictor
-from avalanche_mind.state import MINDState
-from avalanche_mind.task_id import (
+from avalanche_mind.io.checkpoint import save_checkpoint
+from avalanche_mind.inference.bank import SubnetworkBank, predict
+from avalanche_mind.core.batchnorm import batchnorm_modules, frozen_running_statistics
+from avalanche_mind.inference.predictor import Predictor
+from avalanche_mind.core.state import MINDState
+from avalanche_mind.task_id.rules import (
     ScoreStatistics,
     choose_task,
     collect_statistics,

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from avalanche_mind import MIND, cli, small_cnn
-from avalanche_mind.checkpoint import _digest
+from avalanche_mind.io.checkpoint import _digest
 from test_cli import TINY
 
 
@@ -123,7 +123,7 @@ def test_resume_refusal_gives_the_command_line_way(checkpoint, tmp_path, capsys)
 
 
 def test_a_failed_first_save_does_not_say_there_is_no_checkpoint_option(tmp_path, capsys, monkeypatch):
-    import avalanche_mind.checkpoint as checkpoint
+    import avalanche_mind.io.checkpoint as checkpoint
 
     def too_large(*args, **kwargs):  # what torch.save does under a file-size limit (ulimit -f)
         try:
@@ -141,7 +141,7 @@ def test_a_failed_first_save_does_not_say_there_is_no_checkpoint_option(tmp_path
 
 
 def test_dist_timeout_reaches_the_process_group(monkeypatch):
-    from avalanche_mind import distributed
+    from avalanche_mind.core import distributed
     from avalanche_mind.cli import train
 
     class Stop(BaseException):
@@ -166,7 +166,7 @@ def test_dist_timeout_reaches_the_process_group(monkeypatch):
 
 # ---------------------------------------------------------------- predictor
 def test_predictor_refuses_what_it_cannot_predict(checkpoint):
-    from avalanche_mind.predictor import Predictor
+    from avalanche_mind.inference.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(checkpoint, small_cnn(6, width=6))
     with pytest.raises(ValueError, match=r"outputs are NaN or infinite for 4 of 4 input\(s\) \(largest \|input\| 1e\+38\)"):

@@ -13,9 +13,9 @@ from avalanche.training.plugins import EvaluationPlugin
 from PIL import Image
 
 from avalanche_mind import MIND, mind_metrics, small_cnn
-from avalanche_mind.accuracy_matrix import forgetting_from_matrix
+from avalanche_mind.logging.accuracy_matrix import forgetting_from_matrix
 from avalanche_mind.data.toy import toy_class_incremental
-from avalanche_mind.wandb_logger import MINDWandBLogger, add_wandb_arguments, wandb_logger_from_args
+from avalanche_mind.logging.wandb_logger import MINDWandBLogger, add_wandb_arguments, wandb_logger_from_args
 from wandb_records import read_offline_run
 
 N_EXP = 3

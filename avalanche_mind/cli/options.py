@@ -1,6 +1,6 @@
 """How the command line reads its values: ``KEY=VALUE`` lists, epoch lists, and the benchmark options.
 
-MIND's hyperparameters are read under MIND's own names (:class:`avalanche_mind.config.MINDConfig`'s
+MIND's hyperparameters are read under MIND's own names (:class:`avalanche_mind.core.config.MINDConfig`'s
 fields); :data:`MIND_OPTIONS` names the three options spelled differently.
 """
 from __future__ import annotations

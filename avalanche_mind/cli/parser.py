@@ -1,6 +1,6 @@
 """The ``avalanche-mind`` parser: every option of ``train`` and ``evaluate``; ``compare`` hands its own on.
 
-Defaults quoted in the help are read from :data:`avalanche_mind.config.DEFAULTS`, the
+Defaults quoted in the help are read from :data:`avalanche_mind.core.config.DEFAULTS`, the
 one place MIND's defaults are written.
 """
 from __future__ import annotations
@@ -8,15 +8,15 @@ from __future__ import annotations
 import argparse
 
 from avalanche_mind.cli.options import PROG, add_benchmark_arguments, add_recorded_model_arguments, formatter, int_list
-from avalanche_mind.config import DEFAULTS
-from avalanche_mind.distributed import DEFAULT_TIMEOUT_S
-from avalanche_mind.export_cli import add_export_arguments
-from avalanche_mind.losses import DISTILL_LOSSES
+from avalanche_mind.core.config import DEFAULTS
+from avalanche_mind.core.distributed import DEFAULT_TIMEOUT_S
+from avalanche_mind.cli.export import add_export_arguments
+from avalanche_mind.core.losses import DISTILL_LOSSES
 from avalanche_mind.models import MODEL_NAMES
 from avalanche_mind.preflight import OneLineParser
 from avalanche_mind.settings import NEGATIVE_SOURCES, NEW_WEIGHTS, PAPER_SETTINGS, REJECTIONS
-from avalanche_mind.task_id import TASK_INFERENCE_RULES
-from avalanche_mind.wandb_logger import add_wandb_arguments
+from avalanche_mind.task_id.rules import TASK_INFERENCE_RULES
+from avalanche_mind.logging.wandb_logger import add_wandb_arguments
 
 
 def _default(name: str) -> str:
@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate a checkpoint (TAw, TAg, task identification) on a benchmark's test stream",
         description="Load a checkpoint written by `avalanche-mind train` (or save_checkpoint) and report, "
         "per test experience, task-aware (TAw) and task-agnostic (TAg) accuracy and how often the "
-        "task was identified. No strategy is built: this is avalanche_mind.predictor.Predictor.",
+        "task was identified. No strategy is built: this is avalanche_mind.inference.predictor.Predictor.",
     )
     evaluate.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint file to evaluate")
     add_benchmark_arguments(evaluate, from_checkpoint=True)

@@ -7,7 +7,7 @@ comparison runner's ``mind`` row figure for figure: both seed, build and set the
 threads through :mod:`avalanche_mind.runner.reproducible`.
 
 Under ``torchrun --nproc_per_node N`` it trains data-parallel
-(:mod:`avalanche_mind.distributed`): every rank joins the process group before
+(:mod:`avalanche_mind.core.distributed`): every rank joins the process group before
 anything is built; rank 0 alone prints, writes ``--results``, checkpoints and logs to W&B.
 """
 from __future__ import annotations
@@ -25,20 +25,20 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 import torch.distributed as dist
 
-from avalanche_mind.checkpoint import CheckpointError, CheckpointPlugin, load_checkpoint, read_checkpoint
+from avalanche_mind.io.checkpoint import CheckpointError, CheckpointPlugin, load_checkpoint, read_checkpoint
 from avalanche_mind.cli.builders import benchmark_shape, build_benchmark, build_model
 from avalanche_mind.cli.options import MIND_OPTIONS, PROG, key_values
-from avalanche_mind.config import MINDConfig
-from avalanche_mind.distributed import init_from_environment, is_distributed, is_main_process
-from avalanche_mind.files import atomic_write_text
-from avalanche_mind.locking import OutputBusy, OutputLock
-from avalanche_mind.metrics import mind_evaluator
+from avalanche_mind.core.config import MINDConfig
+from avalanche_mind.core.distributed import init_from_environment, is_distributed, is_main_process
+from avalanche_mind.io.files import atomic_write_text
+from avalanche_mind.io.locking import OutputBusy, OutputLock
+from avalanche_mind.inference.metrics import mind_evaluator
 from avalanche_mind.preflight import CLIError, check_device, check_writable
 from avalanche_mind.runner.presets import get_preset
 from avalanche_mind.runner.reproducible import seed_everything, set_threads
 from avalanche_mind.settings import PAPER_SETTINGS
-from avalanche_mind.strategy import MIND
-from avalanche_mind.wandb_logger import MINDWandBLogger, check_wandb_names, wandb_logger_from_args
+from avalanche_mind.core.strategy import MIND
+from avalanche_mind.logging.wandb_logger import MINDWandBLogger, check_wandb_names, wandb_logger_from_args
 
 
 def resume_command(argv: Sequence[str]) -> str:

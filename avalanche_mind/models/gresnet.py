@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avalanche_mind.layers import gate_model, he_normal_
+from avalanche_mind.core.layers import gate_model, he_normal_
 
 
 class _OptionAShortcut(nn.Module):

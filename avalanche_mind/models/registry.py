@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict
 
 from torch import nn
 
-from avalanche_mind.layers import gate_model, ungate
+from avalanche_mind.core.layers import gate_model, ungate
 from avalanche_mind.models.gresnet import ResNet, gresnet32, gresnet32_64, small_cnn
 
 

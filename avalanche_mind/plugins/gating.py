@@ -15,11 +15,11 @@ import torch
 from avalanche.core import SupervisedPlugin
 from torch import Tensor, nn
 
-from avalanche_mind.layers import batchnorm_modules
-from avalanche_mind.ownership import OwnershipMap
+from avalanche_mind.core.layers import batchnorm_modules
+from avalanche_mind.core.ownership import OwnershipMap
 
 if TYPE_CHECKING:
-    from avalanche_mind.strategy import MIND
+    from avalanche_mind.core.strategy import MIND
 
 
 def _copy_all(targets: List[Tensor], sources: List[Tensor]) -> None:

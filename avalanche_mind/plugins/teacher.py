@@ -21,14 +21,14 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import MultiStepLR
 from torch.utils.data import DataLoader
 
-from avalanche_mind.distributed import average_batchnorm_statistics, average_gradients, set_epoch
+from avalanche_mind.core.distributed import average_batchnorm_statistics, average_gradients, set_epoch
 from avalanche_mind.errors import TrainingDivergedError
-from avalanche_mind.layers import FREE, reinitialise
+from avalanche_mind.core.layers import FREE, reinitialise
 from avalanche_mind.plugins.gating import guard_for, guarded_step
-from avalanche_mind.progress import progress_bar
+from avalanche_mind.logging.progress import progress_bar
 
 if TYPE_CHECKING:
-    from avalanche_mind.strategy import MIND
+    from avalanche_mind.core.strategy import MIND
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 

@@ -31,7 +31,7 @@ as one process, run by run; only the wall time changes.
 Each finished (strategy, seed) run is recorded in ``--out/runs/`` at once
 (:mod:`avalanche_mind.runner.records`): the same command again, or ``--resume-from
 DIR``, trains only the runs not recorded. ``--out`` is locked while a comparison
-writes it (:mod:`avalanche_mind.locking`).
+writes it (:mod:`avalanche_mind.io.locking`).
 
 Exit status: 0 on success; 2 when the benchmark's data is missing (the data module's
 message is printed, without a stack trace) or an argument is invalid (checked before
@@ -55,15 +55,15 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 
 from avalanche_mind.data.registry import benchmark_names
-from avalanche_mind.locking import OutputBusy, OutputLock
+from avalanche_mind.io.locking import OutputBusy, OutputLock
 from avalanche_mind.preflight import CLIError, OneLineParser, check_device, check_writable
 from avalanche_mind.runner import parallel, records, report, tuning
 from avalanche_mind.runner.loop import OutputError, loaded, run, run_serial
 from avalanche_mind.runner.presets import PRESETS, Preset, check_overrides, get_preset, with_overrides
 from avalanche_mind.runner.reproducible import default_threads, set_threads
 from avalanche_mind.runner.strategies import DEFAULT_STRATEGIES, LADDER, STRATEGIES
-from avalanche_mind.task_id import TASK_INFERENCE_RULES
-from avalanche_mind.wandb_logger import add_wandb_arguments, check_wandb_names, wandb_logger_from_args
+from avalanche_mind.task_id.rules import TASK_INFERENCE_RULES
+from avalanche_mind.logging.wandb_logger import add_wandb_arguments, check_wandb_names, wandb_logger_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:

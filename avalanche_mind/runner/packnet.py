@@ -20,7 +20,7 @@ PackNet what the comparison needs and Avalanche's lacks:
   (cross-entropy on its output slice, so other rows get exactly zero gradient). In
   domain-incremental streams every task has the same classes, so the classifier is
   pruned like every other layer;
-* task-agnostic inference with MIND's own rule (``avalanche_mind.inference.predict``):
+* task-agnostic inference with MIND's own rule (``avalanche_mind.inference.bank.predict``):
   every input goes through each task's mask, the tempered max-softmax of that
   task's output slice picks the task, and the prediction is the argmax in it.
 """
@@ -35,13 +35,13 @@ from avalanche.models.packnet import PackNetModel, PackNetPlugin, WeightAndBiasP
 from avalanche.training.templates import SupervisedTemplate
 from torch import Tensor, nn
 
-from avalanche_mind.inference import Prediction, predict
-from avalanche_mind.layers import batchnorm_modules
+from avalanche_mind.inference.bank import Prediction, predict
+from avalanche_mind.core.layers import batchnorm_modules
 from avalanche_mind.models import build_model
-from avalanche_mind.negatives import NegativePool, memory_images, negative_pool
+from avalanche_mind.core.negatives import NegativePool, memory_images, negative_pool
 from avalanche_mind.settings import NEGATIVE_SOURCES
-from avalanche_mind.strategy import experience_classes
-from avalanche_mind.task_id import STATISTICS_RULES, ScoreStatistics, gather_statistics
+from avalanche_mind.core.strategy import experience_classes
+from avalanche_mind.task_id.rules import STATISTICS_RULES, ScoreStatistics, gather_statistics
 
 
 # ------------------------------------------------------------------ the backbone
@@ -111,7 +111,7 @@ def prune_schedule(n_experiences: int) -> List[float]:
 
 # ------------------------------------------------------------------ the strategy
 class _PackNetBank:
-    """What ``avalanche_mind.inference.predict`` needs: the logits of every task's sub-network."""
+    """What ``avalanche_mind.inference.bank.predict`` needs: the logits of every task's sub-network."""
 
     def __init__(self, model: PackNetModel, n_tasks: int) -> None:
         self.model, self.n_tasks = model, n_tasks

@@ -2,7 +2,7 @@
 
 A :class:`Preset` holds everything the comparison runner needs: which benchmark to
 build, which backbone, MIND's two-phase schedule and the baselines' derived one.
-A MIND field a preset leaves out takes MIND's default (``avalanche_mind.config.DEFAULTS``,
+A MIND field a preset leaves out takes MIND's default (``avalanche_mind.core.config.DEFAULTS``,
 the paper's CIFAR-100/10 settings). The baselines' budget is derived, never typed
 twice: every baseline trains ``teacher_epochs + train_epochs`` epochs per experience
 with MIND's teacher optimiser (AdamW, ``teacher_lr``), halving the learning rate at
@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-from avalanche_mind.config import DEFAULTS, MINDConfig
+from avalanche_mind.core.config import DEFAULTS, MINDConfig
 
 _PRESET_FIELD = {"train_mb_size": "batch_size", "eval_mb_size": "eval_batch_size"}
 """MIND keywords whose preset field has another name; the others share MIND's name."""

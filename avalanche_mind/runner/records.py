@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Tuple
 
-from avalanche_mind.files import atomic_write_text
+from avalanche_mind.io.files import atomic_write_text
 
 RUNS = "runs"
 

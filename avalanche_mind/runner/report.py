@@ -18,8 +18,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import matplotlib
 import numpy as np
 
-from avalanche_mind.accuracy_matrix import forgetting_from_matrix
-from avalanche_mind.files import atomic_write_text
+from avalanche_mind.logging.accuracy_matrix import forgetting_from_matrix
+from avalanche_mind.io.files import atomic_write_text
 from avalanche_mind.runner.presets import Preset
 from avalanche_mind.runner.validation import VALIDATION_FRACTION
 
@@ -64,7 +64,7 @@ def seen_curve(matrix: Matrix, trained_rows: Sequence[int]) -> List[Optional[flo
 def forgetting(matrix: Matrix) -> Optional[float]:
     """Average forgetting (Chaudhry et al. 2018) of a matrix with None for undefined cells.
 
-    :func:`avalanche_mind.accuracy_matrix.forgetting_from_matrix` (the one the W&B
+    :func:`avalanche_mind.logging.accuracy_matrix.forgetting_from_matrix` (the one the W&B
     logger reports) on the same cells, so the runner and the logger agree.
     """
     if len(matrix) < 2:
@@ -120,7 +120,7 @@ def run_notes(preset: Preset, stream: Dict[str, Any], result: Dict[str, Any]) ->
             "1 - 1/(T - i) give every experience 1/T of each layer, like MIND's 'equal' capacity; "
             + ("the classifier is multi-head (each task trains its own classes' rows, not pruned). "
                if stream["scenario"] == "class" else "the classifier is pruned like every other layer. ")
-            + f"PackNet's TAg uses MIND's task inference (avalanche_mind.inference.predict): every task's "
+            + f"PackNet's TAg uses MIND's task inference (avalanche_mind.inference.bank.predict): every task's "
             f"mask on every input, max softmax of its output slice at temperature {preset.temperature}."
         )
     notes.append(

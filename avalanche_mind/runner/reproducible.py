@@ -6,7 +6,7 @@ their own ``seed`` keyword and draw nothing from the global generators), then
 thread count (:func:`set_threads`). So the same seed gives the same initial
 weights, ownership map, data order and arithmetic in both, whatever ran before in
 the process (another strategy, another seed; evaluations run inside
-:func:`avalanche_mind.random_state.training_rng_kept`).
+:func:`avalanche_mind.io.random_state.training_rng_kept`).
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from avalanche_mind.models import build_model
 from avalanche_mind.runner.baselines import BASELINES
 from avalanche_mind.runner.presets import Preset
 from avalanche_mind.settings import PAPER_SETTINGS
-from avalanche_mind.strategy import MIND
+from avalanche_mind.core.strategy import MIND
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ STRATEGIES: Dict[str, StrategySpec] = {
     ),
     "mind-paper-js": StrategySpec("MIND paper, true Jensen-Shannon instead of the authors' symmetric KL",
                                   partial(build_mind, paper=True, distill_loss="js")),
-    # Cross-task negatives (avalanche_mind.negatives): MIND's defaults plus one source each,
+    # Cross-task negatives (avalanche_mind.core.negatives): MIND's defaults plus one source each,
     # the rehearsal reference, and PackNet with the same negatives where they apply.
     "mind-no-negatives": StrategySpec("MIND without negatives", partial(build_mind, negatives=None)),
     "mind-negatives-transforms": StrategySpec("MIND + negatives: transforms",

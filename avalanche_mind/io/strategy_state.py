@@ -1,8 +1,8 @@
 """What a MIND strategy must remember, as tensors and plain values: ``MIND.state_dict()`` and its inverse.
 
-The state holds the configuration (:class:`~avalanche_mind.config.MINDConfig`), the
+The state holds the configuration (:class:`~avalanche_mind.core.config.MINDConfig`), the
 weights with the ownership map (the gated layers' ``owner`` buffers, packed two ids
-per byte by :func:`~avalanche_mind.layers.compact_state_dict`), :class:`MINDState`
+per byte by :func:`~avalanche_mind.core.layers.compact_state_dict`), :class:`MINDState`
 (slices, experience ids, BatchNorm snapshots, score statistics), the distillation
 optimiser and scheduler, the allocation generator, Avalanche's clock counters and
 the evaluator's metric state. Restoring it checks first that it fits: the same
@@ -23,12 +23,12 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import MultiStepLR
 
 from avalanche_mind.errors import CheckpointError
-from avalanche_mind.evaluator_state import evaluator_state, restore_evaluator
-from avalanche_mind.layers import compact_state_dict, unpack_owner
-from avalanche_mind.state import snapshot_count
+from avalanche_mind.io.evaluator_state import evaluator_state, restore_evaluator
+from avalanche_mind.core.layers import compact_state_dict, unpack_owner
+from avalanche_mind.core.state import snapshot_count
 
 if TYPE_CHECKING:
-    from avalanche_mind.strategy import MIND
+    from avalanche_mind.core.strategy import MIND
 
 _CLOCK_KEYS = ("train_iterations", "train_exp_counter", "total_iterations")
 

@@ -8,7 +8,7 @@ them, all giving the same logits (up to float rounding):
 - ``"module"``: the model itself through ``torch.func.functional_call``, with the
   task's tensors swapped in (works for any model).
 - ``"graph"``: the model's forward traced once with ``torch.fx`` and rewritten
-  (:mod:`avalanche_mind.tracing`) into a pure function of the input and the
+  (:mod:`avalanche_mind.inference.tracing`) into a pure function of the input and the
   task's tensors: each BatchNorm that follows a convolution is folded into that
   convolution's (masked) weight and a bias (eval-mode BatchNorm is a per-channel
   affine map), and on CPU the convolutions run in channels-last layout. One pass
@@ -33,15 +33,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from avalanche_mind.layers import batchnorm_modules
-from avalanche_mind.ownership import OwnershipMap
-from avalanche_mind.task_id import (  # noqa: F401 (TASK_INFERENCE_RULES re-exported)
+from avalanche_mind.core.layers import batchnorm_modules
+from avalanche_mind.core.ownership import OwnershipMap
+from avalanche_mind.task_id.rules import (  # noqa: F401 (TASK_INFERENCE_RULES re-exported)
     STATISTICS_RULES,
     TASK_INFERENCE_RULES,
     ScoreStatistics,
     choose_task,
 )
-from avalanche_mind.tracing import BN_KEYS, Slot, Untraceable, trace_for_tasks
+from avalanche_mind.inference.tracing import BN_KEYS, Slot, Untraceable, trace_for_tasks
 
 BANK_MODES = ("auto", "module", "graph", "batched")
 
@@ -271,7 +271,7 @@ def predict(
 ) -> Prediction:
     """TAg (and, if ``true_task`` is given, TAw) predictions for ``x``.
 
-    ``rule`` and ``statistics``: see :mod:`avalanche_mind.task_id`.
+    ``rule`` and ``statistics``: see :mod:`avalanche_mind.task_id.rules`.
     """
     features = None
     if rule in STATISTICS_RULES:

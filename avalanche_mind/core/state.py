@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import Tensor
 
-from avalanche_mind.task_id import ScoreStatistics
+from avalanche_mind.task_id.rules import ScoreStatistics
 
 
 def experience_classes(experience) -> List[int]:

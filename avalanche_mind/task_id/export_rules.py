@@ -1,4 +1,4 @@
-"""The task-choice rules of :mod:`avalanche_mind.task_id`, as plain tensor code for an exported graph.
+"""The task-choice rules of :mod:`avalanche_mind.task_id.rules`, as plain tensor code for an exported graph.
 
 The Predictor computes each rule from the checkpoint's :class:`ScoreStatistics` on
 every call (Gaussians from running sums, inverses, Cholesky factors). An artefact
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from avalanche_mind.task_id import N_FEATURES, STATISTICS_RULES, TASK_INFERENCE_RULES, ScoreStatistics, entropy_choice
+from avalanche_mind.task_id.rules import N_FEATURES, STATISTICS_RULES, TASK_INFERENCE_RULES, ScoreStatistics, entropy_choice
 
 EXPORTABLE_RULES = TASK_INFERENCE_RULES
 """Every rule is exported; the ones in ``STATISTICS_RULES`` also need the classifier's input."""
@@ -82,7 +82,7 @@ def _distance(features: Tensor, c: Dict[str, Tensor], t: int) -> Tensor:
 
 def choose_task(rule: str, temperature: float, slice_logits: List[Tensor], features: List[Tensor],
                 c: Dict[str, Tensor]) -> Tensor:
-    """Index of the chosen task per input, as :func:`avalanche_mind.task_id.choose_task` computes it."""
+    """Index of the chosen task per input, as :func:`avalanche_mind.task_id.rules.choose_task` computes it."""
     n_tasks = len(slice_logits)
     if rule == "entropy" and n_tasks >= 2:
         return entropy_choice(slice_logits, temperature)
@@ -91,7 +91,7 @@ def choose_task(rule: str, temperature: float, slice_logits: List[Tensor], featu
 
 def scores(rule: str, temperature: float, slice_logits: List[Tensor], features: List[Tensor],
            c: Dict[str, Tensor]) -> Tensor:
-    """``B x T`` scores of :func:`avalanche_mind.task_id.task_scores` (``entropy`` with one task: max_confidence)."""
+    """``B x T`` scores of :func:`avalanche_mind.task_id.rules.task_scores` (``entropy`` with one task: max_confidence)."""
     if rule in ("max_confidence", "entropy"):
         return torch.stack([F.softmax(l / temperature, dim=1).max(dim=1).values for l in slice_logits], dim=1)
     if rule == "max_logit":

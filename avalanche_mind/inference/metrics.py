@@ -18,7 +18,7 @@ from avalanche.logging import InteractiveLogger
 from avalanche.training.plugins import EvaluationPlugin
 
 if TYPE_CHECKING:
-    from avalanche_mind.strategy import MIND
+    from avalanche_mind.core.strategy import MIND
 
 
 class _SubnetworkAccuracy(GenericPluginMetric[float, Accuracy]):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avalanche_mind.files import usual_mode
-from avalanche_mind.export_graph import ExportError, TaskAgnosticModule, check_supported, single_task_module
-from avalanche_mind.export_formats import (
+from avalanche_mind.io.files import usual_mode
+from avalanche_mind.export.graph import ExportError, TaskAgnosticModule, check_supported, single_task_module
+from avalanche_mind.export.formats import (
     DEFAULT_OPSET, FORMATS, find_unsupported_layer, first_line, read_metadata, require_onnx, runner,
     write_onnx, write_torchscript,
 )
@@ -129,11 +128,11 @@ def export_checkpoint(
 
     ``inputs``: a batch to verify with (else ``verify_batch`` standard-normal inputs of
     ``input_shape``, e.g. ``(3, 32, 32)``). Raises :class:`ExportError` (a ValueError) for
-    what cannot be exported, :class:`~avalanche_mind.checkpoint.CheckpointError` for an
+    what cannot be exported, :class:`~avalanche_mind.io.checkpoint.CheckpointError` for an
     unusable checkpoint and :class:`VerificationError` when the artefact disagrees (it is
     then deleted).
     """
-    from avalanche_mind.predictor import Predictor
+    from avalanche_mind.inference.predictor import Predictor
 
     if format not in FORMATS:
         raise ExportError(f"unknown format {format!r}; use one of {list(FORMATS)}")
@@ -277,10 +276,4 @@ def verify(path: str, fmt: str, predictor, task: Union[int, str], inputs: Tensor
     return worst, exercised
 
 
-from avalanche_mind.export_cli import add_export_arguments, main, run_export  # noqa: E402 (re-exported)
-
-__all__ = ["ExportError", "ExportReport", "VerificationError", "add_export_arguments", "export_checkpoint",
-           "main", "reference", "run_export", "verify"]
-
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = ["ExportError", "ExportReport", "VerificationError", "export_checkpoint", "reference", "verify"]

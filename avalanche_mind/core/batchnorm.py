@@ -13,7 +13,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 from torch import Tensor, nn
 
-from avalanche_mind.layers import batchnorm_modules
+from avalanche_mind.core.layers import batchnorm_modules
 
 
 def batchnorm_state(model: nn.Module) -> Dict[str, Tensor]:

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import torch
 from avalanche.core import SupervisedPlugin
 
-from avalanche_mind.ownership import OwnershipMap
+from avalanche_mind.core.ownership import OwnershipMap
 
 
 class AllocationPlugin(SupervisedPlugin, supports_distributed=True):

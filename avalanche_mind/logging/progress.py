@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 from avalanche.core import SupervisedPlugin
 from tqdm.auto import tqdm
 
-from avalanche_mind.distributed import is_main_process
+from avalanche_mind.core.distributed import is_main_process
 
 if TYPE_CHECKING:
-    from avalanche_mind.strategy import MIND
+    from avalanche_mind.core.strategy import MIND
 
 
 class _PhaseBar:

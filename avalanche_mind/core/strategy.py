@@ -32,28 +32,28 @@ from torch.optim import AdamW, Optimizer
 from torch.optim.lr_scheduler import MultiStepLR
 from torch.utils.data import DataLoader
 
-from avalanche_mind.config import MINDConfig
-from avalanche_mind.distributed import (
+from avalanche_mind.core.config import MINDConfig
+from avalanche_mind.core.distributed import (
     average_batchnorm_statistics, average_gradients, check_same_start, is_distributed, set_epoch, shard_sampler,
 )
 from avalanche_mind.errors import TrainingDivergedError
-from avalanche_mind.inference import Prediction, SubnetworkBank, predict
-from avalanche_mind.layers import ensure_gated
-from avalanche_mind.losses import DISTILL_LOSSES, rotation_rejection_loss
-from avalanche_mind.metrics import default_mind_evaluator
-from avalanche_mind.negatives import InversionSettings, NegativePool, invert, memory_images, negative_pool
-from avalanche_mind.ownership import Capacity, OwnershipMap, forward_from_classifier
-from avalanche_mind.plugins.allocation import AllocationPlugin
-from avalanche_mind.plugins.batchnorm import BatchNormPlugin
+from avalanche_mind.inference.bank import Prediction, SubnetworkBank, predict
+from avalanche_mind.core.layers import ensure_gated
+from avalanche_mind.core.losses import DISTILL_LOSSES, rotation_rejection_loss
+from avalanche_mind.inference.metrics import default_mind_evaluator
+from avalanche_mind.core.negatives import InversionSettings, NegativePool, invert, memory_images, negative_pool
+from avalanche_mind.core.ownership import Capacity, OwnershipMap, forward_from_classifier
+from avalanche_mind.core.allocation import AllocationPlugin
+from avalanche_mind.core.batchnorm import BatchNormPlugin
 from avalanche_mind.plugins.gating import GatingPlugin
-from avalanche_mind.plugins.statistics import ScoreStatisticsPlugin
+from avalanche_mind.task_id.gather import ScoreStatisticsPlugin
 from avalanche_mind.plugins.teacher import IndexedDataset, OptimizerFactory, TeacherPlugin
-from avalanche_mind.progress import DistillationProgressPlugin
-from avalanche_mind.random_state import training_rng_kept
+from avalanche_mind.logging.progress import DistillationProgressPlugin
+from avalanche_mind.io.random_state import training_rng_kept
 from avalanche_mind.settings import PAPER_SETTINGS  # noqa: F401 (re-exported)
-from avalanche_mind.state import MINDState, experience_classes  # noqa: F401 (re-exported)
-from avalanche_mind.strategy_state import load_strategy_state, roll_back, rollback_point, strategy_state
-from avalanche_mind.task_id import STATISTICS_RULES, check_rule
+from avalanche_mind.core.state import MINDState, experience_classes  # noqa: F401 (re-exported)
+from avalanche_mind.io.strategy_state import load_strategy_state, roll_back, rollback_point, strategy_state
+from avalanche_mind.task_id.rules import STATISTICS_RULES, check_rule
 
 _D = MINDConfig  # the defaults below are MINDConfig's, written once there
 
@@ -74,7 +74,7 @@ class MIND(SupervisedTemplate):
     :param verbose: show a progress bar (loss, learning rate) for each phase of each experience.
 
     Every other keyword is a hyperparameter, documented and validated once in
-    :class:`~avalanche_mind.config.MINDConfig` (:attr:`config`), which checkpoints
+    :class:`~avalanche_mind.core.config.MINDConfig` (:attr:`config`), which checkpoints
     store whole and W&B logs; ``device``, ``plugins``, ``evaluator``, ``eval_every``
     and further keywords are Avalanche's.
     """
@@ -217,7 +217,7 @@ class MIND(SupervisedTemplate):
         """Everything MIND must remember to continue exactly: configuration, weights and
         ownership, :class:`MINDState`, optimiser, scheduler, generator, clock and the
         evaluator's metric state, as tensors and plain values (see
-        :mod:`avalanche_mind.strategy_state`)."""
+        :mod:`avalanche_mind.io.strategy_state`)."""
         return strategy_state(self)
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True, source: str = "the state") -> None:
@@ -438,7 +438,7 @@ class MIND(SupervisedTemplate):
     # ----------------------------------------------------------- inference
     def eval(self, exp_list, **kwargs):
         """Avalanche's ``eval``, leaving the random state training continues from untouched
-        (see :mod:`avalanche_mind.random_state`)."""
+        (see :mod:`avalanche_mind.io.random_state`)."""
         with training_rng_kept(self):
             return super().eval(exp_list, **kwargs)
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.fx import Graph, GraphModule, Node
 
-from avalanche_mind.layers import GatedConv2d, GatedLinear, batchnorm_modules
+from avalanche_mind.core.layers import GatedConv2d, GatedLinear, batchnorm_modules
 
 BN_KEYS = ("running_mean", "running_var", "weight", "bias")
 """The tensors of a BatchNorm that a task owns (its snapshot)."""

@@ -15,9 +15,9 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
-from avalanche_mind.losses import DISTILL_LOSSES
+from avalanche_mind.core.losses import DISTILL_LOSSES
 from avalanche_mind.settings import NEGATIVE_SOURCES, NEW_WEIGHTS, REJECTIONS
-from avalanche_mind.task_id import check_rule
+from avalanche_mind.task_id.rules import check_rule
 
 STRUCTURAL_KEYS = ("n_experiences", "capacity", "self_distillation", "weight_sharing", "bn_per_task")
 """Settings that define what the saved weights mean: a checkpoint and the strategy loading it always agree."""
@@ -73,7 +73,7 @@ class MINDConfig:
     :param task_inference: how the TAg choice picks a sub-network: "max_confidence" (the
         paper's), "entropy", "max_logit", "energy", "zscore", "likelihood_ratio" or
         "shared_foreign" (the last three use score statistics gathered from training
-        data; see :mod:`avalanche_mind.task_id`).
+        data; see :mod:`avalanche_mind.task_id.rules`).
     :param new_weights: "zero": with weight sharing, weights newly given to experience
         t >= 1 start at zero, so its student starts as sub-network t-1 (the authors'
         code); "random": He-normal re-initialisation.
@@ -81,7 +81,7 @@ class MINDConfig:
         "rotation": in both phases, each batch rotated by 90/180/270 degrees is also
         shown to the network with a uniform target on the output slice (outlier
         exposure with surrogate foreign inputs), weighted by ``rejection_weight``.
-    :param negatives: cross-task negatives (see :mod:`avalanche_mind.negatives`): None,
+    :param negatives: cross-task negatives (see :mod:`avalanche_mind.core.negatives`): None,
         "transforms" (current inputs mixed across classes or patch-shuffled), "features"
         (earlier classes' stored feature Gaussians through the new slice's classifier) or
         "inversion" (images rebuilt from earlier sub-networks and their BatchNorm

@@ -40,10 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avalanche_mind.layers import batchnorm_modules
-from avalanche_mind.plugins.batchnorm import frozen_running_statistics
+from avalanche_mind.core.layers import batchnorm_modules
+from avalanche_mind.core.batchnorm import frozen_running_statistics
 from avalanche_mind.settings import NEGATIVE_SOURCES
-from avalanche_mind.task_id import ScoreStatistics, uniform_target_loss
+from avalanche_mind.task_id.rules import ScoreStatistics, uniform_target_loss
 
 
 # ------------------------------------------------------------------ transforms

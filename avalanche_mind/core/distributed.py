@@ -35,7 +35,7 @@ from avalanche.distributed import distributed_helper as _helper
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from avalanche_mind.layers import batchnorm_modules
+from avalanche_mind.core.layers import batchnorm_modules
 
 
 def is_distributed() -> bool:

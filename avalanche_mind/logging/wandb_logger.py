@@ -42,11 +42,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL.Image import Image
 
-from avalanche_mind.accuracy_matrix import AccuracyMatrix, accuracy_matrix_figure, forgetting_from_matrix
-from avalanche_mind.progress import EpochLoss, current_lr
+from avalanche_mind.logging.accuracy_matrix import AccuracyMatrix, accuracy_matrix_figure, forgetting_from_matrix
+from avalanche_mind.logging.progress import EpochLoss, current_lr
 
 if TYPE_CHECKING:
-    from avalanche_mind.strategy import MIND
+    from avalanche_mind.core.strategy import MIND
 
 WANDB_MODES = ("online", "offline", "disabled")
 
@@ -183,7 +183,7 @@ class MINDWandBLogger(WandBLogger):
 
     # ------------------------------------------------------ checkpointing
     def state_dict(self) -> Dict[str, Any]:
-        """Counters and accuracy matrices, so a resumed run continues them (see avalanche_mind.checkpoint)."""
+        """Counters and accuracy matrices, so a resumed run continues them (see avalanche_mind.io.checkpoint)."""
         return {
             "trained": self._trained,
             "teacher_epoch": self._teacher_epoch,

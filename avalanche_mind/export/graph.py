@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from avalanche_mind.export_rules import choose_task, rule_constants
-from avalanche_mind.layers import batchnorm_modules, gated_layers, ungate
+from avalanche_mind.task_id.export_rules import choose_task, rule_constants
+from avalanche_mind.core.layers import batchnorm_modules, gated_layers, ungate
 
 _BN_KEYS = ("running_mean", "running_var", "weight", "bias")
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from avalanche_mind.task_id import TASK_INFERENCE_RULES
+from avalanche_mind.task_id.rules import TASK_INFERENCE_RULES
 
 PROG = "avalanche-mind export"
 _TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".torchscript")
@@ -40,7 +40,7 @@ def _shape(text: str) -> List[int]:
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The export options on ``parser`` (a sub-parser of ``avalanche-mind``, or a parser of its own)."""
-    from avalanche_mind.export_formats import DEFAULT_OPSET, EXPORTERS, FORMATS
+    from avalanche_mind.export.formats import DEFAULT_OPSET, EXPORTERS, FORMATS
 
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint written by `avalanche-mind train`")
     parser.add_argument("--out", required=True, metavar="FILE",
@@ -98,7 +98,7 @@ def _benchmark_inputs(benchmark, count: int):
 
 def _build(args: argparse.Namespace):
     """The model to load the checkpoint into, its input shape, and the verification inputs (or None)."""
-    from avalanche_mind.checkpoint import read_checkpoint
+    from avalanche_mind.io.checkpoint import read_checkpoint
 
     cli = _cli()
     record = read_checkpoint(args.checkpoint).extra.get("cli", {})
@@ -137,8 +137,8 @@ def _format(args: argparse.Namespace) -> str:
 def run_export(args: argparse.Namespace) -> int:
     """Run the export command on parsed ``args``: 0 when written and verified, 1 when verification
     failed (file deleted), 2 for bad input (one line on stderr, no traceback)."""
-    from avalanche_mind.checkpoint import CheckpointError
-    from avalanche_mind.export import VerificationError, export_checkpoint
+    from avalanche_mind.io.checkpoint import CheckpointError
+    from avalanche_mind.export.artefact import VerificationError, export_checkpoint
 
     CLIError = _cli().CLIError  # noqa: N806
     try:
@@ -167,7 +167,7 @@ def run_export(args: argparse.Namespace) -> int:
     if args.json:
         from dataclasses import asdict
 
-        from avalanche_mind.files import atomic_write_text
+        from avalanche_mind.io.files import atomic_write_text
 
         try:
             atomic_write_text(Path(args.json), json.dumps(asdict(report), indent=2, default=str))

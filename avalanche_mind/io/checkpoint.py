@@ -1,6 +1,6 @@
 """Checkpoint files for MIND: atomic writes, a digest, and nothing but tensors and plain values.
 
-A checkpoint is ``MIND.state_dict()`` (see :mod:`avalanche_mind.strategy_state`:
+A checkpoint is ``MIND.state_dict()`` (see :mod:`avalanche_mind.io.strategy_state`:
 configuration, weights with the ownership map, MIND's state, optimiser, scheduler,
 allocation generator, clock, evaluator state) plus the torch / CUDA / numpy /
 Python random states and the caller's ``extra`` values, under a ``sha256`` digest:
@@ -26,13 +26,13 @@ import torch
 from avalanche.core import SupervisedPlugin
 from torch import Tensor
 
-from avalanche_mind.distributed import is_main_process
+from avalanche_mind.core.distributed import is_main_process
 from avalanche_mind.errors import CheckpointError
-from avalanche_mind.random_state import set_rng_state, training_rng_state
-from avalanche_mind.strategy_state import check_model_matches, plain
+from avalanche_mind.io.random_state import set_rng_state, training_rng_state
+from avalanche_mind.io.strategy_state import check_model_matches, plain
 
 if TYPE_CHECKING:
-    from avalanche_mind.strategy import MIND
+    from avalanche_mind.core.strategy import MIND
 
 PathLike = Union[str, os.PathLike]
 

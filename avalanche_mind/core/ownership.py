@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from avalanche_mind.layers import FREE, GatedLayer, GatedLinear, gated_layers, he_normal_
+from avalanche_mind.core.layers import FREE, GatedLayer, GatedLinear, gated_layers, he_normal_
 
 Capacity = Union[str, float]
 

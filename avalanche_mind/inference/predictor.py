@@ -9,8 +9,8 @@
 The user supplies the architecture (it is not pickled in the checkpoint); every
 tensor name and shape is checked against the checkpoint, and the file's digest is
 verified, so a wrong model or a damaged file raises
-:class:`~avalanche_mind.checkpoint.CheckpointError` instead of predicting nonsense.
-Inference itself is :mod:`avalanche_mind.inference` (the same code the strategy's
+:class:`~avalanche_mind.io.checkpoint.CheckpointError` instead of predicting nonsense.
+Inference itself is :mod:`avalanche_mind.inference.bank` (the same code the strategy's
 evaluation runs).
 """
 from __future__ import annotations
@@ -22,14 +22,14 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from avalanche_mind.checkpoint import CheckpointError, read_checkpoint
-from avalanche_mind.config import DEFAULTS
-from avalanche_mind.strategy_state import check_consistency, check_model_matches, to_device
-from avalanche_mind.inference import SubnetworkBank, predict
-from avalanche_mind.layers import gate_model, gated_layers
-from avalanche_mind.ownership import OwnershipMap
-from avalanche_mind.state import MINDState
-from avalanche_mind.task_id import STATISTICS_RULES, check_rule
+from avalanche_mind.io.checkpoint import CheckpointError, read_checkpoint
+from avalanche_mind.core.config import DEFAULTS
+from avalanche_mind.io.strategy_state import check_consistency, check_model_matches, to_device
+from avalanche_mind.inference.bank import SubnetworkBank, predict
+from avalanche_mind.core.layers import gate_model, gated_layers
+from avalanche_mind.core.ownership import OwnershipMap
+from avalanche_mind.core.state import MINDState
+from avalanche_mind.task_id.rules import STATISTICS_RULES, check_rule
 
 TaskArg = Union[None, int, Sequence[int], Tensor]
 
@@ -97,12 +97,12 @@ class Predictor:
         task_inference: Optional[str] = None,
         bank_options: Optional[Dict[str, object]] = None,
     ) -> "Predictor":
-        """Load ``path`` (written by :func:`~avalanche_mind.checkpoint.save_checkpoint`) into ``model``.
+        """Load ``path`` (written by :func:`~avalanche_mind.io.checkpoint.save_checkpoint`) into ``model``.
 
         ``model`` must be built exactly as the trained one (e.g.
         ``gresnet32(num_classes=100)``); it is gated in place if it is not yet.
         ``temperature`` and ``task_inference`` default to the trained strategy's;
-        ``bank_options`` are passed to :class:`~avalanche_mind.inference.SubnetworkBank`.
+        ``bank_options`` are passed to :class:`~avalanche_mind.inference.bank.SubnetworkBank`.
         """
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from avalanche_mind.export_graph import ExportError
+from avalanche_mind.export.graph import ExportError
 
 FORMATS = ("onnx", "torchscript")
 EXPORTERS = ("dynamo", "legacy")

@@ -1,6 +1,6 @@
 """Gated layers: a Conv2d/Linear whose forward pass multiplies its weight by a mask.
 
-The mask selects one sub-network (see :mod:`avalanche_mind.ownership`). Each gated
+The mask selects one sub-network (see :mod:`avalanche_mind.core.ownership`). Each gated
 layer also carries ``owner``, the small-integer ownership map of its weights, as a
 persistent buffer, so it is saved and loaded with the model's ``state_dict``.
 """

@@ -13,10 +13,10 @@ import torch
 from avalanche.core import SupervisedPlugin
 from torch import Tensor, nn
 
-from avalanche_mind.inference import SubnetworkBank
-from avalanche_mind.ownership import OwnershipMap
-from avalanche_mind.state import MINDState
-from avalanche_mind.task_id import gather_statistics
+from avalanche_mind.inference.bank import SubnetworkBank
+from avalanche_mind.core.ownership import OwnershipMap
+from avalanche_mind.core.state import MINDState
+from avalanche_mind.task_id.rules import gather_statistics
 
 
 class ScoreStatisticsPlugin(SupervisedPlugin, supports_distributed=True):
