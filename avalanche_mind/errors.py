@@ -6,8 +6,19 @@ class TrainingDivergedError(ArithmeticError):
     """A loss became NaN or infinite: the run stopped before its weights were kept or saved."""
 
 
+def diverged(what: str, beta: bool = False) -> TrainingDivergedError:
+    """The error a diverged experience raises: what happened, that nothing was kept, and the fix."""
+    knobs = "the learning rates (lr, teacher_lr)" + (" or beta" if beta else "")
+    return TrainingDivergedError(f"training diverged: {what}. Nothing of this experience was kept or saved; "
+                                 f"lower {knobs} and run it again.")
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: unreadable, corrupt, or made for another configuration."""
 
 
-__all__ = ["CheckpointError", "TrainingDivergedError"]
+class PhaseError(RuntimeError):
+    """A call MIND cannot honour in its current phase (e.g. ``eval()`` while the teacher trains)."""
+
+
+__all__ = ["CheckpointError", "PhaseError", "TrainingDivergedError", "diverged"]

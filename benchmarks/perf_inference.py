@@ -20,8 +20,15 @@ from torch import Tensor
 
 from avalanche_mind.core.config import DEFAULTS
 from avalanche_mind.inference.bank import SubnetworkBank, predict
-from avalanche_mind.task_id.rules import ScoreStatistics, collect_statistics
-from benchmarks.perf_common import dense_twin, median_ratio, model_with_tasks, rounds, table
+from avalanche_mind.task_id import ScoreStatistics
+from avalanche_mind.task_id.gather import collect_statistics
+from benchmarks.perf_common import (
+    dense_twin,
+    median_ratio,
+    model_with_tasks,
+    rounds,
+    table,
+)
 from benchmarks.perf_reference import DeepCopyBank
 
 TEMPERATURE = DEFAULTS["temperature"]

@@ -15,15 +15,18 @@ from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
 
 from avalanche_mind import MIND, mind_metrics, small_cnn
-from avalanche_mind.io.checkpoint import CheckpointError, save_checkpoint
 from avalanche_mind.cli import main as cli_main
 from avalanche_mind.cli.export import main
 from avalanche_mind.data.toy import toy_class_incremental
 from avalanche_mind.export.artefact import (
-    ExportError, VerificationError, export_checkpoint, reference,
+    ExportError,
+    VerificationError,
+    export_checkpoint,
+    reference,
 )
 from avalanche_mind.export.formats import read_metadata, runner
 from avalanche_mind.inference.predictor import Predictor
+from avalanche_mind.io.checkpoint import CheckpointError, save_checkpoint
 from avalanche_mind.task_id.rules import TASK_INFERENCE_RULES
 
 N_EXP, WIDTH, N_CLASSES, SIZE = 3, 8, 6, 12
@@ -232,10 +235,11 @@ def test_every_task_choice_rule_exports_to_onnx(trained, tmp_path):
 
 def test_an_artefact_that_disagrees_is_deleted(trained, tmp_path, monkeypatch):
     path, _, inputs = trained
-    import avalanche_mind.task_id.export_rules as rules
+    import avalanche_mind.export.graph as graph
+    from avalanche_mind.task_id import scores_with
 
-    real = rules.scores
-    monkeypatch.setattr(rules, "scores", lambda *args: -real(*args))  # the least likely task instead
+    # The graph's choice replaced by the least likely task; the Predictor keeps the true one.
+    monkeypatch.setattr(graph, "choose_with", lambda *args: (-scores_with(*args)).argmax(dim=1))
     out = tmp_path / "wrong.pt"
     with pytest.raises(VerificationError, match="chooses another task .*deleted"):
         export_checkpoint(path, model(), out, format="torchscript", task="all", inputs=inputs)

@@ -5,16 +5,20 @@ import math
 
 import pytest
 import torch
+from helpers import make_mind
 from torch import nn
 
-from avalanche_mind.io.checkpoint import load_checkpoint, save_checkpoint
 from avalanche_mind.core.layers import gated_layers
 from avalanche_mind.core.losses import js_divergence, symmetric_kl
 from avalanche_mind.core.negatives import (
-    FeatureSampler, NegativePool, mixed_across_classes, shuffled_patches, transformed,
+    FeatureSampler,
+    NegativePool,
+    mixed_across_classes,
+    shuffled_patches,
+    transformed,
 )
-from avalanche_mind.task_id.rules import ScoreStatistics
-from helpers import make_mind
+from avalanche_mind.io.checkpoint import load_checkpoint, save_checkpoint
+from avalanche_mind.task_id import ScoreStatistics
 
 
 def test_mixing_pairs_only_different_classes():

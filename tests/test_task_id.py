@@ -3,26 +3,23 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import make_mind
 
 from avalanche_mind import MIND, PAPER_SETTINGS, small_cnn
-from avalanche_mind.io.checkpoint import save_checkpoint
-from avalanche_mind.inference.bank import SubnetworkBank, predict
 from avalanche_mind.core.batchnorm import batchnorm_modules, frozen_running_statistics
-from avalanche_mind.inference.predictor import Predictor
 from avalanche_mind.core.state import MINDState
-from avalanche_mind.task_id.rules import (
+from avalanche_mind.inference.bank import SubnetworkBank, predict
+from avalanche_mind.inference.predictor import Predictor
+from avalanche_mind.io.checkpoint import save_checkpoint
+from avalanche_mind.task_id import (
     ScoreStatistics,
     choose_task,
-    collect_statistics,
-    nearest_class_distance,
     rotations,
-    score_pair,
     task_scores,
     uniform_target_loss,
 )
-
-from helpers import make_mind
-
+from avalanche_mind.task_id.gather import collect_statistics
+from avalanche_mind.task_id.statistics import nearest_class_distance, score_pair
 
 F_DIM = 4
 
@@ -265,3 +262,36 @@ def test_statistics_travel_in_checkpoints_and_the_predictor_agrees(statistics_ru
     with pytest.raises(ValueError, match="needs score statistics"):
         Predictor(small_cnn(10), MINDState(slices=[[0, 1]], experience_ids=[0], bn_snapshots=[{}]),
                   n_experiences=3, task_inference="zscore")
+
+
+def test_one_task_choice_implementation_serves_evaluation_predictor_and_export():
+    """Evaluation (and the Predictor, through the same ``predict``) and the exported graph call the same
+    function, and every rule is a branch of it: a rule added elsewhere, or to one path only, fails here."""
+    import ast
+    from pathlib import Path
+
+    import avalanche_mind.export.graph as graph
+    import avalanche_mind.inference.bank as bank
+    from avalanche_mind.task_id import TASK_INFERENCE_RULES, rules
+
+    assert graph.choose_with is rules.choose_with and bank.choose_task is rules.choose_task
+    source = Path(rules.__file__).read_text()
+    for rule in TASK_INFERENCE_RULES:
+        assert f'"{rule}"' in source.split("def scores_with")[1] or rule == "entropy", rule
+    # Each rule gives a choice from the same statistics, through the constants the graph stores.
+    stats = _statistics([[[1.0, 2.0, -1.0], [2.0, 3.0, -2.0], [1.5, 2.2, -1.2]]] * 2,
+                        [[[0.0, 1.0, -3.0], [0.5, 1.5, -4.0], [0.2, 1.1, -3.5]]] * 2)
+    logits = [torch.randn(5, 3, generator=torch.Generator().manual_seed(t)) for t in range(2)]
+    features = [torch.randn(5, F_DIM, generator=torch.Generator().manual_seed(9 + t)) for t in range(2)]
+    for rule in TASK_INFERENCE_RULES:
+        constants = rules.rule_constants(rule, stats, 2)
+        chosen = choose_task(logits, 1.0, rule, stats, features)
+        assert torch.equal(chosen, rules.choose_with(rule, 1.0, logits, features, constants)), rule
+    # No other module of the package defines a task-choice function.
+    package = Path(rules.__file__).resolve().parent.parent
+    names = {"choose_task", "choose_with", "scores_with", "task_scores", "rule_constants", "entropy_choice"}
+    for path in package.rglob("*.py"):
+        if path.resolve() == Path(rules.__file__).resolve():
+            continue
+        defined = {n.name for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.FunctionDef)}
+        assert not defined & names, (path, defined & names)

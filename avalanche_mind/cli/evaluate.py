@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from avalanche_mind.io.checkpoint import read_checkpoint
 from avalanche_mind.cli.builders import benchmark_shape, build_benchmark, build_model
 from avalanche_mind.cli.options import key_values
-from avalanche_mind.io.files import atomic_write_text
+from avalanche_mind.core.state import experience_classes
 from avalanche_mind.inference.predictor import Predictor
+from avalanche_mind.io.checkpoint import read_checkpoint
+from avalanche_mind.io.files import atomic_write_text
 from avalanche_mind.preflight import CLIError, check_device, check_writable
-from avalanche_mind.core.strategy import experience_classes
 
 
 def _few_classes(classes) -> str:

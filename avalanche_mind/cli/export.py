@@ -20,7 +20,11 @@ _TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".torchscript")
 
 def _cli():
     """The main CLI's public builders and option parser, so that export builds models exactly as evaluate does."""
-    from avalanche_mind.cli.builders import benchmark_shape, build_benchmark, build_model
+    from avalanche_mind.cli.builders import (
+        benchmark_shape,
+        build_benchmark,
+        build_model,
+    )
     from avalanche_mind.cli.options import key_values
     from avalanche_mind.preflight import CLIError
 
@@ -137,8 +141,8 @@ def _format(args: argparse.Namespace) -> str:
 def run_export(args: argparse.Namespace) -> int:
     """Run the export command on parsed ``args``: 0 when written and verified, 1 when verification
     failed (file deleted), 2 for bad input (one line on stderr, no traceback)."""
-    from avalanche_mind.io.checkpoint import CheckpointError
     from avalanche_mind.export.artefact import VerificationError, export_checkpoint
+    from avalanche_mind.io.checkpoint import CheckpointError
 
     CLIError = _cli().CLIError  # noqa: N806
     try:

@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from typing import Dict, Iterator
 
 import torch
-from avalanche.core import SupervisedPlugin
 from torch import Tensor, nn
 
 from avalanche_mind.core.layers import batchnorm_modules
@@ -52,22 +51,13 @@ def frozen_running_statistics(model: nn.Module) -> Iterator[None]:
                 module.num_batches_tracked.copy_(tracked)
 
 
-class BatchNormPlugin(SupervisedPlugin, supports_distributed=True):
-    """BatchNorm per experience: a snapshot after each one, or experience 0's frozen (``bn_per_task=False``)."""
+def freeze_batchnorm_to(model: nn.Module, snapshot: Dict[str, Tensor]) -> None:
+    """Load ``snapshot`` and keep its running statistics fixed while training (``bn_per_task=False``).
 
-    @staticmethod
-    def freeze_to(model: nn.Module, snapshot: Dict[str, Tensor]) -> None:
-        """Load ``snapshot`` and keep its running statistics fixed while training.
-
-        With ``bn_per_task=False`` MIND calls this with experience 0's snapshot before
-        gating (the weight guard then copies these affine terms as the frozen ones):
-        a self-distillation teacher may have moved BatchNorm.
-        """
-        load_batchnorm_state(model, snapshot)
-        for _, module in batchnorm_modules(model):
-            module.eval()
-
-    @staticmethod
-    def snapshot(model: nn.Module) -> Dict[str, Tensor]:
-        """The snapshot MIND stores after an experience's distillation."""
-        return batchnorm_state(model)
+    MIND calls this with experience 0's snapshot before gating (the weight guard then
+    copies these affine terms as the frozen ones): a self-distillation teacher may
+    have moved BatchNorm.
+    """
+    load_batchnorm_state(model, snapshot)
+    for _, module in batchnorm_modules(model):
+        module.eval()

@@ -34,16 +34,17 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avalanche_mind.core.layers import batchnorm_modules
 from avalanche_mind.core.batchnorm import frozen_running_statistics
+from avalanche_mind.core.layers import batchnorm_modules
+from avalanche_mind.inference.bank import SubnetworkBank
 from avalanche_mind.settings import NEGATIVE_SOURCES
-from avalanche_mind.task_id.rules import ScoreStatistics, uniform_target_loss
+from avalanche_mind.task_id import ScoreStatistics, uniform_target_loss
 
 
 # ------------------------------------------------------------------ transforms
@@ -219,6 +220,35 @@ def memory_images(dataset, per_class: int, generator: torch.Generator) -> Tensor
 
 
 # ------------------------------------------------------------------- the term
+def negatives_to_store(
+    model: nn.Module, ownership, state, config, task: int, dataset, generator: torch.Generator, last: bool,
+) -> Tuple[Tensor, Optional[Dict[str, float]]]:
+    """What later experiences will draw from for ``task``, just trained (empty if nothing is stored or
+    none will come), and, for ``inversion``, its record (BatchNorm-matching loss, accuracy)."""
+    kept: List[Tensor] = []
+    record = None
+    if not last:
+        if config.negative_memory > 0:
+            kept.append(memory_images(dataset, config.negative_memory, generator))
+        if config.negatives == "inversion":
+            # Rebuilt from sub-network ``task`` and its BatchNorm snapshot (no real image used).
+            bank = SubnetworkBank(model, ownership, state.bn_snapshots, state.n_tasks, config.weight_sharing,
+                                  mode="module")
+            was_training = model.training
+            model.eval()
+            try:
+                with torch.enable_grad():
+                    slice_ = state.output_slice(task, next(model.parameters()).device)
+                    result = invert(model, lambda x: bank.logits(x, task), state.bn_snapshots[task], slice_,
+                                    tuple(dataset[0][0].shape), InversionSettings(), generator)
+            finally:
+                model.train(was_training)
+            kept.append(result.images)
+            record = {"task": task, "bn_loss_start": result.bn_loss_start, "bn_loss_end": result.bn_loss_end,
+                      "accuracy": result.accuracy}
+    return (torch.cat(kept) if kept else torch.empty(0)), record
+
+
 def negative_pool(
     source: Optional[str], memory: int, slices: Sequence[Sequence[int]], task: int,
     stored: Sequence[Tensor], statistics: ScoreStatistics, device: torch.device,

@@ -5,14 +5,16 @@ The ownership map lives in the gated layers' ``owner`` buffers (so in
 """
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from avalanche_mind.task_id.rules import ScoreStatistics
+from avalanche_mind.core.phase import Phase, PhaseGuard
+from avalanche_mind.task_id.statistics import ScoreStatistics
 
 
 def experience_classes(experience) -> List[int]:
@@ -25,7 +27,11 @@ def experience_classes(experience) -> List[int]:
 
 @dataclass
 class MINDState:
-    """Per-experience records, indexed by MIND's task id (0, 1, ...)."""
+    """Per-experience records, indexed by MIND's task id (0, 1, ...), and the procedure's phase.
+
+    Saved (:meth:`state_dict`): the records. Not saved: the phase, the per-task lookups
+    derived from the slices, and the rollback point of the experience being trained.
+    """
 
     slices: List[List[int]] = field(default_factory=list)
     """Classes of each experience: its output slice."""
@@ -39,9 +45,70 @@ class MINDState:
     """Per task, the stored negatives later experiences draw from (``negatives="inversion"``: rebuilt
     images; ``negative_memory``: the rehearsal reference's real ones); empty when neither is on."""
 
+    phases: PhaseGuard = field(default_factory=PhaseGuard, repr=False, compare=False)
+    """Which phase of the procedure runs; refuses calls out of order."""
+    _lookups: Dict[Tuple[str, int, str], Tensor] = field(default_factory=dict, repr=False, compare=False)
+    _rollback: Optional[Dict[str, Any]] = field(default=None, repr=False, compare=False)
+
     @property
     def n_tasks(self) -> int:
         return len(self.slices)
+
+    @property
+    def phase(self) -> Phase:
+        return self.phases.phase
+
+    # ------------------------------------------------------------------ lookups
+    def output_slice(self, task: int, device: torch.device) -> Tensor:
+        """Class ids of ``task`` as an index tensor on ``device`` (built once)."""
+        key = ("slice", task, str(device))
+        if key not in self._lookups:
+            self._lookups[key] = torch.tensor(self.slices[task], dtype=torch.long, device=device)
+        return self._lookups[key]
+
+    def slice_position(self, task: int, width: int, device: torch.device) -> Tensor:
+        """Lookup class id -> position inside ``task``'s output slice (-1 outside), ``width`` entries at least."""
+        key = ("position", task, str(device))
+        if key not in self._lookups:
+            slice_ = self.output_slice(task, device)
+            lookup = torch.full((max(width, int(slice_.max()) + 1),), -1, dtype=torch.long, device=device)
+            lookup[slice_] = torch.arange(len(slice_), device=device)
+            self._lookups[key] = lookup
+        return self._lookups[key]
+
+    # ------------------------------------------------------------------ rollback
+    def begin_experience(self, model: nn.Module, generator: torch.Generator) -> None:
+        """Keep what training one experience changes, so that :meth:`roll_back` can undo it."""
+        self._rollback = {
+            "n_tasks": self.n_tasks,
+            "bn_snapshots": list(self.bn_snapshots),
+            "negative_bank": list(self.negative_bank),
+            "score_statistics": copy.deepcopy(self.score_statistics),
+            "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "generator": generator.get_state(),
+        }
+
+    def end_experience(self) -> None:
+        """The experience is complete (and its checkpoint, if any, written): nothing to undo any more."""
+        self._rollback = None
+        self.phases.enter(Phase.IDLE)
+
+    def roll_back(self, model: nn.Module, generator: torch.Generator) -> None:
+        """Undo the registration, allocation and training of the experience whose training failed."""
+        point, self._rollback = self._rollback, None
+        self.phases.reset()
+        if point is None:
+            return
+        n = int(point["n_tasks"])
+        del self.slices[n:]
+        del self.experience_ids[n:]
+        self.bn_snapshots = list(point["bn_snapshots"])
+        self.score_statistics = point["score_statistics"]
+        self.negative_bank = list(point["negative_bank"])
+        self._lookups.clear()
+        with torch.no_grad():
+            model.load_state_dict(point["model"])
+        generator.set_state(point["generator"])
 
     def register(self, experience, *, n_experiences: int, n_outputs: Optional[int]) -> None:
         """Record ``experience`` as the next task, refusing one that cannot be trained (and saying why)."""
@@ -110,6 +177,7 @@ class MINDState:
         # Absent from checkpoints written before the statistics rules existed.
         self.score_statistics = ScoreStatistics(state.get("score_statistics"))
         self.negative_bank = [torch.as_tensor(t) for t in state.get("negative_bank", [])]
+        self._lookups.clear()
 
 
 def snapshot_count(state: Dict[str, Any]) -> int:

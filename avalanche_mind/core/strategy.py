@@ -3,16 +3,19 @@
 For each experience t (:meth:`MIND._prepare_experience`, run where Avalanche has
 built the data loader and optimiser and before any plugin's ``before_training_exp``):
 
-1. teacher phase (:class:`TeacherPlugin`): learn t alone on its output slice;
-2. allocation (:class:`AllocationPlugin`): give FREE weights to t;
-3. BatchNorm (:class:`BatchNormPlugin`): with ``bn_per_task=False``, back to experience
-   0's snapshot, frozen (before gating, whose weight guard copies the frozen terms);
+1. teacher phase (:class:`TeacherPlugin`, phase ``TEACHER``): learn t alone on its output slice;
+2. allocation (:meth:`OwnershipMap.allocate`): give FREE weights to t;
+3. BatchNorm: with ``bn_per_task=False``, back to experience 0's snapshot, frozen
+   (before gating, whose weight guard copies the frozen terms);
 4. gating (:class:`GatingPlugin`): route through t's sub-network, freeze the rest;
-5. distillation: the template's own training loop, loss ``CE + beta * D(teacher, student)``
-   on t's output slice (:meth:`MIND.criterion`);
+5. distillation (phase ``DISTILL``): the template's own training loop, loss
+   ``CE + beta * D(teacher, student)`` on t's output slice (:meth:`MIND.criterion`);
 6. after it (:meth:`MIND._finish_experience`): t's BatchNorm snapshot, then its score
-   statistics for task identification (:class:`ScoreStatisticsPlugin`), so every
+   statistics for task identification (:func:`gather_task_statistics`), so every
    plugin's ``after_training_exp`` (checkpoints, loggers) sees the experience complete.
+
+The phase (:class:`~avalanche_mind.core.phase.Phase`, kept in :class:`MINDState`)
+refuses calls out of order with a :class:`PhaseError`.
 
 In eval, ``mb_output`` is a full-width vector whose argmax is the task-agnostic (TAg)
 answer, so Avalanche's metrics work unchanged.
@@ -20,7 +23,18 @@ answer, so Avalanche's metrics work unchanged.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from dataclasses import fields
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Union,
+)
 
 import torch
 import torch.nn.functional as F
@@ -30,35 +44,47 @@ from avalanche.training.templates import SupervisedTemplate
 from torch import Tensor, nn
 from torch.optim import AdamW, Optimizer
 from torch.optim.lr_scheduler import MultiStepLR
-from torch.utils.data import DataLoader
 
+from avalanche_mind.core.batchnorm import batchnorm_state, freeze_batchnorm_to
 from avalanche_mind.core.config import MINDConfig
 from avalanche_mind.core.distributed import (
-    average_batchnorm_statistics, average_gradients, check_same_start, is_distributed, set_epoch, shard_sampler,
+    average_batchnorm_statistics,
+    check_same_start,
 )
-from avalanche_mind.errors import TrainingDivergedError
-from avalanche_mind.inference.bank import Prediction, SubnetworkBank, predict
+from avalanche_mind.core.evaluation import TaskAgnosticEvaluation
 from avalanche_mind.core.layers import ensure_gated
+from avalanche_mind.core.loading import DataParallelLoading
 from avalanche_mind.core.losses import DISTILL_LOSSES, rotation_rejection_loss
+from avalanche_mind.core.negatives import (
+    NegativePool,
+    negative_pool,
+    negatives_to_store,
+)
+from avalanche_mind.core.ownership import (
+    Capacity,
+    OwnershipMap,
+    forward_from_classifier,
+)
+from avalanche_mind.core.phase import Phase
+from avalanche_mind.core.state import MINDState
+from avalanche_mind.errors import PhaseError, diverged
+from avalanche_mind.inference.bank import Prediction, SubnetworkBank
 from avalanche_mind.inference.metrics import default_mind_evaluator
-from avalanche_mind.core.negatives import InversionSettings, NegativePool, invert, memory_images, negative_pool
-from avalanche_mind.core.ownership import Capacity, OwnershipMap, forward_from_classifier
-from avalanche_mind.core.allocation import AllocationPlugin
-from avalanche_mind.core.batchnorm import BatchNormPlugin
-from avalanche_mind.plugins.gating import GatingPlugin
-from avalanche_mind.task_id.gather import ScoreStatisticsPlugin
-from avalanche_mind.plugins.teacher import IndexedDataset, OptimizerFactory, TeacherPlugin
+from avalanche_mind.io.strategy_state import load_strategy_state, strategy_state
 from avalanche_mind.logging.progress import DistillationProgressPlugin
-from avalanche_mind.io.random_state import training_rng_kept
-from avalanche_mind.settings import PAPER_SETTINGS  # noqa: F401 (re-exported)
-from avalanche_mind.core.state import MINDState, experience_classes  # noqa: F401 (re-exported)
-from avalanche_mind.io.strategy_state import load_strategy_state, roll_back, rollback_point, strategy_state
-from avalanche_mind.task_id.rules import STATISTICS_RULES, check_rule
+from avalanche_mind.plugins.gating import GatingPlugin
+from avalanche_mind.plugins.teacher import (
+    OptimizerFactory,
+    TeacherContext,
+    TeacherPlugin,
+)
+from avalanche_mind.task_id import check_rule
+from avalanche_mind.task_id.gather import gather_task_statistics
 
 _D = MINDConfig  # the defaults below are MINDConfig's, written once there
 
 
-class MIND(SupervisedTemplate):
+class MIND(TaskAgnosticEvaluation, DataParallelLoading, SupervisedTemplate):
     """Multi-Task Incremental Network Distillation (Bonato et al., AAAI 2024).
 
     :param model: any model with Conv2d/Linear layers; gated in place if it is not
@@ -125,14 +151,9 @@ class MIND(SupervisedTemplate):
         if optimizer is not None:  # the configuration records what actually runs
             group = optimizer.param_groups[0]
             lr, weight_decay = group.get("initial_lr", group["lr"]), group.get("weight_decay", 0.0)
+        arguments = locals()
         self.config = MINDConfig(
-            n_experiences=n_experiences, teacher_epochs=teacher_epochs, train_epochs=train_epochs,
-            train_mb_size=train_mb_size, eval_mb_size=eval_mb_size, beta=beta, distill_loss=distill_loss,
-            temperature=temperature, self_distillation=self_distillation, weight_sharing=weight_sharing,
-            bn_per_task=bn_per_task, task_inference=task_inference, new_weights=new_weights,
-            rejection=rejection, rejection_weight=rejection_weight, negatives=negatives,
-            negative_weight=negative_weight, negative_memory=negative_memory, lr=lr, milestones=milestones,
-            teacher_lr=teacher_lr, teacher_milestones=teacher_milestones, lr_gamma=lr_gamma, weight_decay=weight_decay, capacity=capacity,
+            **{f.name: arguments[f.name] for f in fields(MINDConfig) if f.name not in ("optimizer", "teacher_optimizer")},
             optimizer=type(optimizer).__name__ if optimizer is not None else "AdamW",
             teacher_optimizer=(getattr(teacher_optimizer, "__qualname__", type(teacher_optimizer).__name__)
                                if teacher_optimizer is not None else "AdamW"),
@@ -152,9 +173,6 @@ class MIND(SupervisedTemplate):
         self._bank: Optional[SubnetworkBank] = None
         self.negatives: Optional[NegativePool] = None  # the experience being trained's cross-task negatives
         self.negative_log: List[Dict[str, float]] = []  # per inverted task: BatchNorm-matching loss, accuracy
-        self._slice_cache: Dict[int, Tensor] = {}
-        self._position_cache: Dict[int, Tensor] = {}
-        self._pending: Optional[Dict[str, object]] = None  # rollback point of the experience being trained
         self._finite_loss: Optional[Tensor] = None  # all distillation losses of the epoch finite (no host sync)
         self._classifier_checked = False  # the model's output comes from ownership.classifier
 
@@ -163,17 +181,14 @@ class MIND(SupervisedTemplate):
         if teacher_optimizer is None:
             def teacher_optimizer(params: Iterable[nn.Parameter]) -> Optimizer:
                 return AdamW(params, lr=config.teacher_lr, weight_decay=config.weight_decay)
-        # The steps of the procedure; MIND calls them in order (see the module docstring).
+        # The plugins hook Avalanche's callbacks; the other steps are calls (see the module docstring).
         self.teacher_plugin = TeacherPlugin(
             config.teacher_epochs, teacher_optimizer, config.teacher_milestones, config.lr_gamma,
             config.self_distillation,
         )
-        self.allocation = AllocationPlugin("magnitude" if config.self_distillation else "random")
-        self.batchnorm = BatchNormPlugin()
         self.gating = GatingPlugin()  # its per-step callbacks keep frozen weights bit-identical
-        self.statistics = ScoreStatisticsPlugin()
         mind_plugins: List[BasePlugin] = [
-            self.teacher_plugin, self.allocation, self.batchnorm, self.gating, self.statistics,
+            self.teacher_plugin, self.gating,
             DistillationProgressPlugin(),  # the teacher's bar is drawn by the TeacherPlugin
         ]
         super().__init__(
@@ -226,6 +241,8 @@ class MIND(SupervisedTemplate):
         ``strict``: also the training settings must match (else only those that
         define the weights' meaning); inference settings stay this strategy's own.
         """
+        if self.phase is not Phase.IDLE:
+            raise PhaseError(f"MIND cannot load a state during its {self.phase.value} phase; load it between calls")
         skipped = load_strategy_state(self, state, strict=strict, source=source)
         if skipped:
             warnings.warn(f"{source}: not restored: {'; '.join(skipped)}; metrics that span experiences "
@@ -258,26 +275,23 @@ class MIND(SupervisedTemplate):
         classifier = self.ownership.classifier
         return classifier.out_features if classifier is not None else None
 
+    @property
+    def phase(self) -> Phase:
+        """The phase of the procedure now running (``Phase.IDLE`` between calls)."""
+        return self.state.phase
+
     def output_slice(self, task: int) -> Tensor:
         """Class ids of ``task`` as an index tensor on the strategy's device."""
-        if task not in self._slice_cache:
-            self._slice_cache[task] = torch.tensor(self.state.slices[task], dtype=torch.long, device=self.device)
-        return self._slice_cache[task]
+        return self.state.output_slice(task, self.device)
 
     def slice_position(self, task: int) -> Tensor:
         """Lookup class id -> position inside ``task``'s output slice (-1 outside)."""
-        if task not in self._position_cache:
-            slice_ = self.output_slice(task)
-            width = max(self.n_outputs or 0, int(slice_.max()) + 1)
-            lookup = torch.full((width,), -1, dtype=torch.long, device=self.device)
-            lookup[slice_] = torch.arange(len(slice_), device=self.device)
-            self._position_cache[task] = lookup
-        return self._position_cache[task]
+        return self.state.slice_position(task, self.n_outputs or 0, self.device)
 
     # ----------------------------------------------------------- procedure
     def _before_training_exp(self, **kwargs) -> None:
         check_same_start(self.model, self.generator)  # under torchrun: every rank agrees
-        self._pending = rollback_point(self)
+        self.state.begin_experience(self.model, self.generator)
         self.state.register(self.experience, n_experiences=self.n_experiences, n_outputs=self.n_outputs)
         super()._before_training_exp(**kwargs)  # data loader, optimiser, MIND's steps, then plugins
 
@@ -290,60 +304,46 @@ class MIND(SupervisedTemplate):
     def _prepare_experience(self) -> None:
         """Steps 1-4 for the current experience t, in order."""
         config, task = self.config, self.current_task
+        self.state.phases.enter(Phase.TEACHER, "train the teacher")
         self.negatives = negative_pool(config.negatives, config.negative_memory, self.state.slices, task,
                                        self.state.negative_bank, self.state.score_statistics, self.device)
-        self.teacher_plugin.train(self, self.output_slice(task))
-        self.allocation.allocate(self.ownership, task, self.state.slices[task], self.generator, self.zero_start)
+        self.teacher_plugin.train(TeacherContext(
+            model=self.model, ownership=self.ownership, task=task,
+            experience_id=int(self.experience.current_experience), slice_=self.output_slice(task),
+            positions=self.slice_position(task), loader=self.dataloader, dataset=self.experience.dataset.eval(),
+            batch_size=self.eval_mb_size, device=self.device, generator=self.generator, zero_start=self.zero_start,
+            forward=self.checked_forward, extra_loss=self.rejection_loss, verbose=self.verbose,
+        ))
+        self.ownership.allocate(task, self.state.slices[task], rule="magnitude" if config.self_distillation
+                                else "random", generator=self.generator, zero_start=self.zero_start)
         if not config.bn_per_task and task > 0:
-            self.batchnorm.freeze_to(self.model, self.state.bn_snapshots[0])
+            freeze_batchnorm_to(self.model, self.state.bn_snapshots[0])
         self.gating.gate(self.model, self.ownership, task, config.weight_sharing,
                          batchnorm_trainable=config.bn_per_task or task == 0)
+        self.state.phases.enter(Phase.DISTILL, "distil into the sub-network")
 
     def _after_training_exp(self, **kwargs) -> None:
         self._finish_experience()
         super()._after_training_exp(**kwargs)  # plugins: checkpoints and loggers see t complete
-        self._pending = None  # the experience (and its checkpoint, if any) is complete
+        self.state.end_experience()  # the experience (and its checkpoint, if any) is complete
 
     def _finish_experience(self) -> None:
         """Step 6: t's BatchNorm snapshot, then its score statistics; the teacher is released."""
         self.teacher_plugin.release()
         average_batchnorm_statistics(self.model)
-        self.state.bn_snapshots.append(self.batchnorm.snapshot(self.model))
+        self.state.bn_snapshots.append(batchnorm_state(self.model))
         slices = [self.output_slice(t) for t in range(self.state.n_tasks)]
-        self.statistics.gather(self.model, self.ownership, self.state, self.config.weight_sharing, slices,
+        gather_task_statistics(self.model, self.ownership, self.state, self.config.weight_sharing, slices,
                                self.experience.dataset.eval(), self.eval_mb_size, self.device)
         self.negatives = None
-        self.state.negative_bank.append(self._stored_negatives(self.current_task))
-
-    # ---------------------------------------------------------- negatives
-    def _stored_negatives(self, task: int) -> Tensor:
-        """What later experiences will draw from for ``task`` (empty if nothing is stored or none will come)."""
-        config = self.config
-        kept: List[Tensor] = []
-        if task + 1 < self.n_experiences:
-            generator = torch.Generator().manual_seed(self.seed * 1009 + task)
-            if config.negative_memory > 0:
-                kept.append(memory_images(self.experience.dataset.eval(), config.negative_memory, generator))
-            if config.negatives == "inversion":
-                kept.append(self._inverted(task, generator))
-        return torch.cat(kept) if kept else torch.empty(0)
-
-    def _inverted(self, task: int, generator: torch.Generator) -> Tensor:
-        """Images rebuilt from sub-network ``task`` and its BatchNorm snapshot (no real image used)."""
-        bank = SubnetworkBank(self.model, self.ownership, self.state.bn_snapshots, self.state.n_tasks,
-                              self.config.weight_sharing, mode="module")
-        shape = tuple(self.experience.dataset[0][0].shape)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.enable_grad():
-                result = invert(self.model, lambda x: bank.logits(x, task), self.state.bn_snapshots[task],
-                                self.output_slice(task), shape, InversionSettings(), generator)
-        finally:
-            self.model.train(was_training)
-        self.negative_log.append({"task": task, "bn_loss_start": result.bn_loss_start,
-                                  "bn_loss_end": result.bn_loss_end, "accuracy": result.accuracy})
-        return result.images
+        task = self.current_task
+        stored, inversion = negatives_to_store(
+            self.model, self.ownership, self.state, self.config, task, self.experience.dataset.eval(),
+            torch.Generator().manual_seed(self.seed * 1009 + task), last=task + 1 >= self.n_experiences,
+        )
+        self.state.negative_bank.append(stored)
+        if inversion is not None:
+            self.negative_log.append(inversion)
 
     def criterion(self) -> Tensor:
         """Step 5, the distillation loss, in training; cross-entropy of the TAg output in eval."""
@@ -369,50 +369,28 @@ class MIND(SupervisedTemplate):
         Its registration, allocation and weights only take effect when its training
         completes, so the same experience can be trained again in the same process.
         """
+        if self.phase is not Phase.IDLE:
+            raise PhaseError(f"MIND cannot start train() during its {self.phase.value} phase: an experience is "
+                             "being trained or evaluated; call train() again after that call returns")
         try:
             return super().train(experiences, eval_streams, **kwargs)
         except BaseException as error:
-            point, self._pending = self._pending, None
-            roll_back(self, point)
+            self._roll_back()
             if isinstance(error, RuntimeError) and "without overflow" in str(error):
                 # A finite but huge learning rate overflows float32 inside the optimiser's update.
                 experience = getattr(getattr(self, "experience", None), "current_experience", "?")
-                raise TrainingDivergedError(
-                    f"training diverged: an optimizer step overflowed float32 in experience {experience} "
-                    f"(learning rates lr={self.config.lr:g}, teacher_lr={self.config.teacher_lr:g}). Nothing of "
-                    "this experience was kept or saved; lower the learning rates (lr, teacher_lr) and run it again."
-                ) from error
+                raise diverged(f"an optimizer step overflowed float32 in experience {experience} (learning "
+                               f"rates lr={self.config.lr:g}, teacher_lr={self.config.teacher_lr:g})") from error
             raise
 
-    def make_train_dataloader(
-        self, num_workers=0, shuffle=True, pin_memory=None, persistent_workers=False, drop_last=False, **kwargs
-    ) -> None:
-        """As Avalanche's, but in self-distillation each item carries its index (recorded teacher logits),
-        and under torchrun each rank loads its shard (the same permutation on every rank)."""
-        if not self.config.self_distillation and not is_distributed():
-            return super().make_train_dataloader(num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
-                                                 persistent_workers=persistent_workers, drop_last=drop_last, **kwargs)
-        dataset = IndexedDataset(self.adapted_dataset) if self.config.self_distillation else self.adapted_dataset
-        sampler = shard_sampler(dataset, shuffle, seed=self.seed)
-        self.dataloader = DataLoader(
-            dataset, batch_size=self.train_mb_size, shuffle=shuffle and sampler is None, sampler=sampler,
-            num_workers=num_workers, pin_memory=bool(pin_memory),
-            persistent_workers=persistent_workers and num_workers > 0, drop_last=drop_last,
-        )
-
-    def make_eval_dataloader(self, **kwargs) -> None:
-        """As Avalanche's, but under torchrun every rank evaluates all the data: identical results on every rank."""
-        super().make_eval_dataloader(**kwargs)
-        if is_distributed():
-            self.dataloader = DataLoader(self.adapted_dataset, batch_size=self.eval_mb_size, shuffle=False)
-
-    def _before_training_epoch(self, **kwargs) -> None:
-        set_epoch(self.dataloader, self.config.teacher_epochs + self.clock.train_exp_epochs)
-        super()._before_training_epoch(**kwargs)
-
-    def _after_backward(self, **kwargs) -> None:
-        average_gradients(self.model.parameters())  # before the gating guard zeroes the frozen gradients
-        super()._after_backward(**kwargs)
+    def _roll_back(self) -> None:
+        """Undo the experience whose training failed: registration, allocation, weights, teacher, negatives."""
+        self.state.roll_back(self.model, self.generator)
+        self.teacher_plugin.release()
+        self.negatives = None
+        self._finite_loss = None
+        if self.state.n_tasks > 0:
+            self.ownership.activate(self.state.n_tasks - 1, self.config.weight_sharing)
 
     def make_optimizer(self, **kwargs) -> None:
         """Fresh optimiser state, initial learning rate and scheduler for every experience."""
@@ -425,40 +403,12 @@ class MIND(SupervisedTemplate):
     def _after_training_epoch(self, **kwargs) -> None:
         finite, self._finite_loss = self._finite_loss, None
         if finite is not None and not bool(finite):
-            raise TrainingDivergedError(
-                f"training diverged: the loss became NaN or infinite in experience "
-                f"{self.experience.current_experience} (MIND task {self.current_task}), distillation phase, "
-                f"epoch {self.clock.train_exp_epochs + 1} of {self.train_epochs}. Nothing of this "
-                "experience was kept or saved; lower the learning rates (lr, teacher_lr) or beta and run it again."
-            )
+            raise diverged(f"the loss became NaN or infinite in experience {self.experience.current_experience} "
+                           f"(MIND task {self.current_task}), distillation phase, epoch "
+                           f"{self.clock.train_exp_epochs + 1} of {self.train_epochs}", beta=True)
         if self.scheduler is not None:
             self.scheduler.step()
         super()._after_training_epoch(**kwargs)
-
-    # ----------------------------------------------------------- inference
-    def eval(self, exp_list, **kwargs):
-        """Avalanche's ``eval``, leaving the random state training continues from untouched
-        (see :mod:`avalanche_mind.io.random_state`)."""
-        with training_rng_kept(self):
-            return super().eval(exp_list, **kwargs)
-
-    def _before_eval(self, **kwargs) -> None:
-        # Masked weights and BatchNorm state per sub-network: built once per eval.
-        self._bank = None
-        if self.state.n_tasks > 0:
-            self._bank = SubnetworkBank(
-                self.model, self.ownership, self.state.bn_snapshots, self.state.n_tasks, self.config.weight_sharing
-            )
-        super()._before_eval(**kwargs)
-
-    def _after_eval(self, **kwargs) -> None:
-        super()._after_eval(**kwargs)
-        self._bank = None
-        self.last_prediction = None
-
-    def _before_eval_exp(self, **kwargs) -> None:
-        self.eval_task = self.state.task_of_experience(int(self.experience.current_experience))
-        super()._before_eval_exp(**kwargs)
 
     def checked_forward(self, network: nn.Module, x: Tensor) -> Tensor:
         """``network(x)``, checking once per strategy that the output comes from the classifier."""
@@ -467,18 +417,3 @@ class MIND(SupervisedTemplate):
         out = forward_from_classifier(network, x, self.ownership.classifier_name)
         self._classifier_checked = True
         return out
-
-    def forward(self) -> Tensor:
-        if self.is_training or self._bank is None:
-            self.last_prediction = None
-            return self.checked_forward(self.model, self.mb_x)
-        slices = [self.output_slice(t) for t in range(len(self._bank))]
-        rule = self.task_inference
-        if rule in STATISTICS_RULES and not self.state.score_statistics.complete(len(slices)):
-            rule = "max_confidence"  # periodic eval inside an experience: its statistics come at its end
-        self.last_prediction = predict(
-            self._bank, self.mb_x, slices, self.temperature, rule,
-            true_task=self.eval_task if self.eval_task >= 0 else None,
-            statistics=self.state.score_statistics,
-        )
-        return self.last_prediction.output

@@ -4,6 +4,13 @@
 traced (one sub-network, or every sub-network and the task choice), :mod:`.formats`
 writes ONNX or TorchScript. The command line is :mod:`avalanche_mind.cli.export`.
 """
-from avalanche_mind.export.artefact import ExportError, ExportReport, VerificationError, export_checkpoint, reference, verify
+from avalanche_mind.export.artefact import (
+    ExportError,
+    ExportReport,
+    VerificationError,
+    export_checkpoint,
+    reference,
+    verify,
+)
 
 __all__ = ["ExportError", "ExportReport", "VerificationError", "export_checkpoint", "reference", "verify"]

@@ -28,12 +28,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avalanche_mind.io.files import usual_mode
-from avalanche_mind.export.graph import ExportError, TaskAgnosticModule, check_supported, single_task_module
 from avalanche_mind.export.formats import (
-    DEFAULT_OPSET, FORMATS, find_unsupported_layer, first_line, read_metadata, require_onnx, runner,
-    write_onnx, write_torchscript,
+    DEFAULT_OPSET,
+    FORMATS,
+    find_unsupported_layer,
+    first_line,
+    read_metadata,
+    require_onnx,
+    runner,
+    write_onnx,
+    write_torchscript,
 )
+from avalanche_mind.export.graph import (
+    ExportError,
+    TaskAgnosticModule,
+    check_supported,
+    single_task_module,
+)
+from avalanche_mind.io.files import usual_mode
 
 PROBABILITY_TOLERANCE = 1e-5
 EXPORT_FORMAT = "avalanche-mind-export"

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from avalanche_mind.task_id.export_rules import choose_task, rule_constants
 from avalanche_mind.core.layers import batchnorm_modules, gated_layers, ungate
+from avalanche_mind.task_id import choose_with, rule_constants
 
 _BN_KEYS = ("running_mean", "running_var", "weight", "bias")
 
@@ -283,7 +283,7 @@ class TaskAgnosticModule(nn.Module):
             slice_logits.append(F.linear(feats, fc.index_select(0, rows), bias))
             features.append(feats)
         constants = {k: getattr(self, f"rule__{k}") for k in self.rule_keys}
-        task = choose_task(self.rule, self.temperature, slice_logits, features, constants)
+        task = choose_with(self.rule, self.temperature, slice_logits, features, constants)
         full = torch.stack(
             [F.softmax(l, dim=1) @ getattr(self, f"place__{t}") for t, l in enumerate(slice_logits)], dim=1
         )  # B x T x C

@@ -35,13 +35,8 @@ from torch.func import functional_call
 
 from avalanche_mind.core.layers import batchnorm_modules
 from avalanche_mind.core.ownership import OwnershipMap
-from avalanche_mind.task_id.rules import (  # noqa: F401 (TASK_INFERENCE_RULES re-exported)
-    STATISTICS_RULES,
-    TASK_INFERENCE_RULES,
-    ScoreStatistics,
-    choose_task,
-)
 from avalanche_mind.inference.tracing import BN_KEYS, Slot, Untraceable, trace_for_tasks
+from avalanche_mind.task_id import STATISTICS_RULES, ScoreStatistics, choose_task
 
 BANK_MODES = ("auto", "module", "graph", "batched")
 

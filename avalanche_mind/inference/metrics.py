@@ -7,18 +7,20 @@ follow Avalanche's: ``Top1_TAw_Acc_Exp/eval_phase/test_stream/Task000/Exp003``.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List
-
 import warnings
+from typing import List
 
 import torch
 from avalanche.evaluation import GenericPluginMetric
-from avalanche.evaluation.metrics import Accuracy, accuracy_metrics, forgetting_metrics, loss_metrics
+from avalanche.evaluation.metrics import (
+    Accuracy,
+    accuracy_metrics,
+    forgetting_metrics,
+    loss_metrics,
+)
 from avalanche.logging import InteractiveLogger
 from avalanche.training.plugins import EvaluationPlugin
-
-if TYPE_CHECKING:
-    from avalanche_mind.core.strategy import MIND
+from avalanche.training.templates import SupervisedTemplate
 
 
 class _SubnetworkAccuracy(GenericPluginMetric[float, Accuracy]):
@@ -34,7 +36,7 @@ class _SubnetworkAccuracy(GenericPluginMetric[float, Accuracy]):
         super().reset()
         self._updated = False
 
-    def update(self, strategy: "MIND") -> None:
+    def update(self, strategy: SupervisedTemplate) -> None:
         prediction = getattr(strategy, "last_prediction", None)
         if prediction is None:
             return

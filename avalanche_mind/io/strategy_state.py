@@ -8,27 +8,20 @@ optimiser and scheduler, the allocation generator, Avalanche's clock counters an
 the evaluator's metric state. Restoring it checks first that it fits: the same
 structural (and, when strict, training) settings, the same tensors and shapes, and
 an internally consistent state; anything else is refused with the reason.
-
-Also here: the rollback point of an experience being trained (what training one
-experience changes), restored when that training fails.
 """
 from __future__ import annotations
 
 import collections
-import copy
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping
 
 import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import MultiStepLR
 
-from avalanche_mind.errors import CheckpointError
-from avalanche_mind.io.evaluator_state import evaluator_state, restore_evaluator
 from avalanche_mind.core.layers import compact_state_dict, unpack_owner
 from avalanche_mind.core.state import snapshot_count
-
-if TYPE_CHECKING:
-    from avalanche_mind.core.strategy import MIND
+from avalanche_mind.errors import CheckpointError
+from avalanche_mind.io.evaluator_state import evaluator_state, restore_evaluator
 
 _CLOCK_KEYS = ("train_iterations", "train_exp_counter", "total_iterations")
 
@@ -130,7 +123,7 @@ def check_consistency(state: Mapping[str, Any], source: Any) -> None:
 
 
 # ------------------------------------------------------------------ state
-def strategy_state(strategy: "MIND") -> Dict[str, Any]:
+def strategy_state(strategy) -> Dict[str, Any]:
     """``MIND.state_dict()``: everything the strategy must remember, on CPU."""
     clock = getattr(strategy, "clock", None)
     scheduler = getattr(strategy, "scheduler", None)
@@ -150,7 +143,7 @@ def strategy_state(strategy: "MIND") -> Dict[str, Any]:
     }
 
 
-def load_strategy_state(strategy: "MIND", state: Mapping[str, Any], strict: bool, source: Any) -> List[str]:
+def load_strategy_state(strategy, state: Mapping[str, Any], strict: bool, source: Any) -> List[str]:
     """``MIND.load_state_dict()``; returns what of the evaluator could not be restored.
 
     ``source`` names the state in error messages (a checkpoint's path).
@@ -167,8 +160,6 @@ def load_strategy_state(strategy: "MIND", state: Mapping[str, Any], strict: bool
 
     strategy.model.load_state_dict(state["model"], strict=True)
     strategy.state.load_state_dict(to_device(dict(state["mind_state"]), strategy.device))
-    strategy._slice_cache.clear()  # per-task lookups derived from the slices
-    strategy._position_cache.clear()
     try:
         if state["scheduler"] is not None:
             strategy.scheduler = MultiStepLR(
@@ -194,47 +185,10 @@ def load_strategy_state(strategy: "MIND", state: Mapping[str, Any], strict: bool
     return skipped
 
 
-# ------------------------------------------------------------------ rollback
-def rollback_point(strategy: "MIND") -> Dict[str, Any]:
-    """What training one experience changes: restored by :func:`roll_back` if that training fails."""
-    return {
-        "n_tasks": strategy.state.n_tasks,
-        "bn_snapshots": list(strategy.state.bn_snapshots),
-        "negative_bank": list(strategy.state.negative_bank),
-        "score_statistics": copy.deepcopy(strategy.state.score_statistics),
-        "model": {k: v.detach().clone() for k, v in strategy.model.state_dict().items()},
-        "generator": strategy.generator.get_state(),
-    }
-
-
-def roll_back(strategy: "MIND", point: Optional[Mapping[str, Any]]) -> None:
-    """Undo the registration, allocation and training of an experience whose training failed."""
-    if point is None:
-        return
-    n = int(point["n_tasks"])
-    del strategy.state.slices[n:]
-    del strategy.state.experience_ids[n:]
-    strategy.state.bn_snapshots = list(point["bn_snapshots"])
-    strategy.state.score_statistics = point["score_statistics"]
-    strategy.state.negative_bank = list(point["negative_bank"])
-    with torch.no_grad():
-        strategy.model.load_state_dict(point["model"])
-    strategy.generator.set_state(point["generator"])
-    strategy._slice_cache.clear()
-    strategy._position_cache.clear()
-    strategy.teacher_plugin.release()
-    strategy.negatives = None
-    strategy._finite_loss = None
-    if n > 0:
-        strategy.ownership.activate(n - 1, strategy.config.weight_sharing)
-
-
 __all__ = [
     "check_consistency",
     "check_model_matches",
     "load_strategy_state",
     "model_signature",
-    "roll_back",
-    "rollback_point",
     "strategy_state",
 ]

@@ -8,15 +8,13 @@ turns it off), and write to stderr.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from avalanche.core import SupervisedPlugin
+from avalanche.training.templates import SupervisedTemplate
 from tqdm.auto import tqdm
 
 from avalanche_mind.core.distributed import is_main_process
-
-if TYPE_CHECKING:
-    from avalanche_mind.core.strategy import MIND
 
 
 class _PhaseBar:
@@ -75,22 +73,22 @@ class DistillationProgressPlugin(SupervisedPlugin, supports_distributed=True):
         self._loss = EpochLoss()
         self._lr = float("nan")
 
-    def before_training_exp(self, strategy: "MIND", **kwargs) -> None:
+    def before_training_exp(self, strategy: SupervisedTemplate, **kwargs) -> None:
         self._bar = progress_bar(strategy, strategy.train_epochs, f"distillation exp {strategy.current_task}")
 
-    def before_training_epoch(self, strategy: "MIND", **kwargs) -> None:
+    def before_training_epoch(self, strategy: SupervisedTemplate, **kwargs) -> None:
         self._loss.reset()
         self._lr = current_lr(strategy)
 
-    def after_training_iteration(self, strategy: "MIND", **kwargs) -> None:
+    def after_training_iteration(self, strategy: SupervisedTemplate, **kwargs) -> None:
         if self._bar is not None:  # silent (verbose=False): nothing to accumulate
             self._loss.update(strategy)
 
-    def after_training_epoch(self, strategy: "MIND", **kwargs) -> None:
+    def after_training_epoch(self, strategy: SupervisedTemplate, **kwargs) -> None:
         if self._bar is not None:
             self._bar.update(loss=self._loss.mean, lr=self._lr)
 
-    def after_training_exp(self, strategy: "MIND", **kwargs) -> None:
+    def after_training_exp(self, strategy: SupervisedTemplate, **kwargs) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None

@@ -1,7 +1,13 @@
-"""MIND's four plugins, one concern each."""
-from avalanche_mind.core.allocation import AllocationPlugin
-from avalanche_mind.core.batchnorm import BatchNormPlugin
-from avalanche_mind.plugins.gating import GatingPlugin, WeightGuard
-from avalanche_mind.plugins.teacher import TeacherPlugin
+"""MIND's Avalanche plugins: the steps that hook the template's callbacks.
 
-__all__ = ["AllocationPlugin", "BatchNormPlugin", "GatingPlugin", "TeacherPlugin", "WeightGuard"]
+The teacher phase (:class:`TeacherPlugin`, which releases the teacher after each
+experience) and the weight guard (:class:`GatingPlugin`, which keeps frozen weights
+bit-identical after every optimiser step). Allocation, BatchNorm snapshots and score
+statistics hook nothing: they are functions of the ownership map
+(:meth:`~avalanche_mind.core.ownership.OwnershipMap.allocate`), of
+:mod:`avalanche_mind.core.batchnorm` and of :mod:`avalanche_mind.task_id.gather`.
+"""
+from avalanche_mind.plugins.gating import GatingPlugin, WeightGuard
+from avalanche_mind.plugins.teacher import TeacherContext, TeacherPlugin
+
+__all__ = ["GatingPlugin", "TeacherContext", "TeacherPlugin", "WeightGuard"]

@@ -9,17 +9,15 @@ whatever the optimiser does.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from avalanche.core import SupervisedPlugin
+from avalanche.training.templates import SupervisedTemplate
 from torch import Tensor, nn
 
 from avalanche_mind.core.layers import batchnorm_modules
 from avalanche_mind.core.ownership import OwnershipMap
-
-if TYPE_CHECKING:
-    from avalanche_mind.core.strategy import MIND
 
 
 def _copy_all(targets: List[Tensor], sources: List[Tensor]) -> None:
@@ -133,13 +131,13 @@ class GatingPlugin(SupervisedPlugin, supports_distributed=True):
             model, ownership, owner=task, shared_trainable=task == 0, batchnorm_trainable=batchnorm_trainable
         )
 
-    def after_backward(self, strategy: "MIND", **kwargs) -> None:
+    def after_backward(self, strategy: SupervisedTemplate, **kwargs) -> None:
         if self.guard is not None:
             self.guard.zero_frozen_grads()
 
-    def after_update(self, strategy: "MIND", **kwargs) -> None:
+    def after_update(self, strategy: SupervisedTemplate, **kwargs) -> None:
         if self.guard is not None:
             self.guard.restore()
 
-    def after_training_exp(self, strategy: "MIND", **kwargs) -> None:
+    def after_training_exp(self, strategy: SupervisedTemplate, **kwargs) -> None:
         self.guard = None

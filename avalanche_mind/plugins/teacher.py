@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import TYPE_CHECKING, Callable, Iterable, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,14 +22,16 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import MultiStepLR
 from torch.utils.data import DataLoader
 
-from avalanche_mind.core.distributed import average_batchnorm_statistics, average_gradients, set_epoch
-from avalanche_mind.errors import TrainingDivergedError
+from avalanche_mind.core.distributed import (
+    average_batchnorm_statistics,
+    average_gradients,
+    set_epoch,
+)
 from avalanche_mind.core.layers import FREE, reinitialise
-from avalanche_mind.plugins.gating import guard_for, guarded_step
+from avalanche_mind.core.ownership import OwnershipMap
+from avalanche_mind.errors import TrainingDivergedError
 from avalanche_mind.logging.progress import progress_bar
-
-if TYPE_CHECKING:
-    from avalanche_mind.core.strategy import MIND
+from avalanche_mind.plugins.gating import guard_for, guarded_step
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 
@@ -45,6 +48,37 @@ class IndexedDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         item = self.dataset[index]
         return (item[0], item[1], index, item[-1])
+
+
+@dataclass
+class TeacherContext:
+    """What the teacher phase needs from MIND for one experience, and nothing more."""
+
+    model: nn.Module
+    """The (gated) model: copied for a fresh teacher, trained in place in self-distillation."""
+    ownership: OwnershipMap
+    task: int
+    """MIND's id of the experience (its sub-network)."""
+    experience_id: int
+    """The stream's id of the experience, for messages."""
+    slice_: Tensor
+    """The experience's class ids (its output slice)."""
+    positions: Tensor
+    """Class id -> position inside ``slice_``."""
+    loader: Any
+    """The experience's training data loader (as prepared by the strategy)."""
+    dataset: Any
+    """The experience's training data without augmentation (self-distillation records logits on it)."""
+    batch_size: int
+    device: torch.device
+    generator: torch.Generator
+    zero_start: bool
+    """Whether the new weights start at zero (self-distillation: the teacher starts as sub-network t-1)."""
+    forward: Callable[[nn.Module, Tensor], Tensor]
+    """``network(x)``, checking that the output comes from the classifier."""
+    extra_loss: Callable[[nn.Module, Tensor, Tensor, Tensor], Tensor]
+    """The train-time rejection terms ``(network, x, positions of y, slice) -> loss`` (negatives, rotation)."""
+    verbose: bool = False
 
 
 class TeacherPlugin(SupervisedPlugin, supports_distributed=True):
@@ -69,13 +103,13 @@ class TeacherPlugin(SupervisedPlugin, supports_distributed=True):
         self.losses: List[float] = []  # mean loss per teacher epoch, for loggers
 
     # ------------------------------------------------------------------ phase
-    def train(self, strategy: "MIND", slice_: Tensor) -> None:
-        """Learn the current experience alone on its output slice ``slice_``, from the strategy's data loader."""
+    def train(self, context: TeacherContext) -> None:
+        """Learn the experience alone on its output slice, from its training data loader."""
         if self.self_distillation:
-            self._train_in_place(strategy, slice_)
+            self._train_in_place(context)
         else:
-            self.teacher = self._fresh_teacher(strategy)
-            self._train(strategy, self.teacher, slice_, guard=None)
+            self.teacher = self._fresh_teacher(context)
+            self._train(context, self.teacher, guard=None)
             average_batchnorm_statistics(self.teacher)
             # From here on the teacher only answers: drop its gradients (a model's worth).
             self.teacher.eval().requires_grad_(False)
@@ -86,49 +120,49 @@ class TeacherPlugin(SupervisedPlugin, supports_distributed=True):
         self.teacher = None
         self.recorded_logits = None
 
-    def after_training_exp(self, strategy: "MIND", **kwargs) -> None:
+    def after_training_exp(self, strategy, **kwargs) -> None:
         self.release()
 
-    def _fresh_teacher(self, strategy: "MIND") -> nn.Module:
-        teacher = copy.deepcopy(strategy.model)
+    def _fresh_teacher(self, context: TeacherContext) -> nn.Module:
+        teacher = copy.deepcopy(context.model)
         for module in teacher.modules():
             if hasattr(module, "mask") and hasattr(module, "owner"):
                 module.mask = torch.ones((), device=module.weight.device)
-        reinitialise(teacher, strategy.generator)
+        reinitialise(teacher, context.generator)
         return teacher.train()
 
-    def _train_in_place(self, strategy: "MIND", slice_: Tensor) -> None:
-        ownership, task = strategy.ownership, strategy.current_task
-        if not strategy.zero_start:  # zero start: FREE weights stay at zero, the teacher starts as sub-network t-1
-            ownership.reinitialise_free(strategy.generator)
+    def _train_in_place(self, context: TeacherContext) -> None:
+        ownership = context.ownership
+        if not context.zero_start:  # zero start: FREE weights stay at zero, the teacher starts as sub-network t-1
+            ownership.reinitialise_free(context.generator)
         ownership.activate_dense()
         guard = guard_for(
-            strategy.model,
+            context.model,
             ownership,
             owner=FREE,
-            shared_trainable=task == 0,
+            shared_trainable=context.task == 0,
             batchnorm_trainable=True,
         )
-        self._train(strategy, strategy.model, slice_, guard)
-        average_batchnorm_statistics(strategy.model)
-        self.recorded_logits = self._record(strategy, slice_)
-        strategy.model.train()
+        self._train(context, context.model, guard)
+        average_batchnorm_statistics(context.model)
+        self.recorded_logits = self._record(context)
+        context.model.train()
 
-    def _train(self, strategy: "MIND", teacher: nn.Module, slice_: Tensor, guard) -> None:
+    def _train(self, context: TeacherContext, teacher: nn.Module, guard) -> None:
         optimizer = self.optimizer_factory([p for p in teacher.parameters() if p.requires_grad])
         scheduler = MultiStepLR(optimizer, milestones=self.milestones, gamma=self.gamma)
-        targets_of = strategy.slice_position(strategy.current_task)
+        slice_, targets_of = context.slice_, context.positions
         teacher.train()
         self.losses = []
-        bar = progress_bar(strategy, self.epochs, f"teacher exp {strategy.current_task}")
+        bar = progress_bar(context, self.epochs, f"teacher exp {context.task}")
         for epoch in range(self.epochs):
-            set_epoch(strategy.dataloader, epoch)
+            set_epoch(context.loader, epoch)
             total, count = 0.0, 0
-            for mbatch in strategy.dataloader:
-                x = mbatch[0].to(strategy.device, non_blocking=True)
-                y = targets_of[mbatch[1].to(strategy.device)]
-                loss = (F.cross_entropy(strategy.checked_forward(teacher, x)[:, slice_], y)
-                        + strategy.rejection_loss(teacher, x, y, slice_))
+            for mbatch in context.loader:
+                x = mbatch[0].to(context.device, non_blocking=True)
+                y = targets_of[mbatch[1].to(context.device)]
+                loss = (F.cross_entropy(context.forward(teacher, x)[:, slice_], y)
+                        + context.extra_loss(teacher, x, y, slice_))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 average_gradients(teacher.parameters())  # under torchrun; before the guard
@@ -142,7 +176,7 @@ class TeacherPlugin(SupervisedPlugin, supports_distributed=True):
                 bar.close()
                 raise TrainingDivergedError(
                     f"training diverged: the loss became NaN or infinite in experience "
-                    f"{strategy.experience.current_experience} (MIND task {strategy.current_task}), teacher "
+                    f"{context.experience_id} (MIND task {context.task}), teacher "
                     f"phase, epoch {len(self.losses)} of {self.epochs}. Nothing of this experience was kept "
                     "or saved; lower the learning rates (teacher_lr, lr) and run it again."
                 )
@@ -150,12 +184,11 @@ class TeacherPlugin(SupervisedPlugin, supports_distributed=True):
         bar.close()
 
     @torch.no_grad()
-    def _record(self, strategy: "MIND", slice_: Tensor) -> Tensor:
+    def _record(self, context: TeacherContext) -> Tensor:
         """Teacher logits (output slice only) for every training sample, by index."""
-        strategy.model.eval()
-        dataset = IndexedDataset(strategy.experience.dataset.eval())
-        loader = DataLoader(dataset, batch_size=strategy.eval_mb_size, shuffle=False)
-        chunks = [strategy.model(mb[0].to(strategy.device))[:, slice_] for mb in loader]
+        context.model.eval()
+        loader = DataLoader(IndexedDataset(context.dataset), batch_size=context.batch_size, shuffle=False)
+        chunks = [context.model(mb[0].to(context.device))[:, context.slice_] for mb in loader]
         return torch.cat(chunks)
 
     # ---------------------------------------------------------- distillation

@@ -25,11 +25,11 @@ from avalanche.training.supervised import JointTraining
 from torch import nn
 from torch.optim import Adam, AdamW
 
-from avalanche_mind.inference.bank import Prediction
 from avalanche_mind.core.layers import batchnorm_modules
+from avalanche_mind.core.state import experience_classes
+from avalanche_mind.inference.bank import Prediction
 from avalanche_mind.models import build_model
 from avalanche_mind.runner.packnet import PackNetTAg, packnet_backbone
-from avalanche_mind.core.strategy import experience_classes
 
 
 def normalisation_of(model: nn.Module) -> str:

@@ -27,6 +27,7 @@ import avalanche
 import torch
 from avalanche.training.plugins import EvaluationPlugin
 
+from avalanche_mind.core.state import experience_classes
 from avalanche_mind.data.registry import load_benchmark
 from avalanche_mind.inference.metrics import mind_metrics
 from avalanche_mind.io.random_state import training_rng_kept
@@ -37,7 +38,6 @@ from avalanche_mind.runner.probes import MetricRow, PeakRSS, ResourceProbe
 from avalanche_mind.runner.reproducible import seed_everything
 from avalanche_mind.runner.strategies import STRATEGIES, RunContext, StrategySpec
 from avalanche_mind.runner.validation import validation_benchmark
-from avalanche_mind.core.strategy import experience_classes
 
 WandBFactory = Callable[[str, int, Dict[str, Any]], Any]
 """``make_wandb_logger(name, seed, config)``: the W&B logger of one (strategy, seed) run (``--wandb``)."""

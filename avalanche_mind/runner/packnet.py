@@ -31,17 +31,22 @@ from typing import Any, List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
-from avalanche.models.packnet import PackNetModel, PackNetPlugin, WeightAndBiasPackNetModule
+from avalanche.models.packnet import (
+    PackNetModel,
+    PackNetPlugin,
+    WeightAndBiasPackNetModule,
+)
 from avalanche.training.templates import SupervisedTemplate
 from torch import Tensor, nn
 
-from avalanche_mind.inference.bank import Prediction, predict
 from avalanche_mind.core.layers import batchnorm_modules
-from avalanche_mind.models import build_model
 from avalanche_mind.core.negatives import NegativePool, memory_images, negative_pool
+from avalanche_mind.core.state import experience_classes
+from avalanche_mind.inference.bank import Prediction, predict
+from avalanche_mind.models import build_model
 from avalanche_mind.settings import NEGATIVE_SOURCES
-from avalanche_mind.core.strategy import experience_classes
-from avalanche_mind.task_id.rules import STATISTICS_RULES, ScoreStatistics, gather_statistics
+from avalanche_mind.task_id import STATISTICS_RULES, ScoreStatistics
+from avalanche_mind.task_id.gather import gather_statistics
 
 
 # ------------------------------------------------------------------ the backbone
