@@ -18,8 +18,8 @@ PAPER_SETTINGS: Dict[str, Any] = {
     "task_inference": "max_confidence",
     "distill_loss": "symmetric_kl",  # the authors' "JS": the mean of both KLs (see losses.symmetric_kl)
 }
-# MIND's defaults instead: self_distillation=True, new_weights="zero", negatives="features",
-# task_inference="likelihood_ratio" (chosen on the validation split; see the README).
 """``MIND(model=..., n_experiences=..., **PAPER_SETTINGS)`` is the paper's method exactly, as the
-authors' code runs it. MIND's defaults depart from it for task identification; the README's
-"Defaults and the paper" section says how and by how much each step gains."""
+authors' code runs it. MIND's defaults (``avalanche_mind.core.config.MINDConfig``, the only place
+they are written) depart from it for task identification; the README's "Defaults and the paper"
+section says how and by how much each step gains. Where a preset and explicit keywords meet it,
+``avalanche_mind.core.config.resolve_settings`` orders them: preset < PAPER_SETTINGS < keywords."""

@@ -1,4 +1,4 @@
-"""Many experiences (100+): owner dtype, fractional capacity, packed owners, compact state."""
+"""Many experiences (100+): owner dtype, fractional capacity, packed owners, compact state, loading."""
 from __future__ import annotations
 
 import io
@@ -6,13 +6,16 @@ import math
 
 import pytest
 import torch
+from avalanche.core import SupervisedPlugin
 from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
 
 from avalanche_mind import FREE, MIND, gate_model, mind_metrics, small_cnn
 from avalanche_mind.data.toy import toy_class_incremental
 from avalanche_mind.core.layers import PACKED_OWNER_MAX, compact_state_dict, pack_owner, unpack_owner
-from avalanche_mind.core.ownership import OwnershipMap
+from avalanche_mind.core.ownership import OwnershipMap, set_owner_dtype
+from avalanche_mind.inference.predictor import Predictor
+from avalanche_mind.io.checkpoint import save_checkpoint
 
 
 def tiny_model(n_classes: int = 300) -> nn.Module:
@@ -174,3 +177,66 @@ def test_twenty_tiny_experiences_with_a_fraction():
     for metric in ("TAw", "TAg", "TaskId"):
         values = [v for k, v in results.items() if metric in k and "Stream" in k]
         assert values and 0.0 <= values[0] <= 1.0
+
+
+class _CaptureEval(SupervisedPlugin):
+    """The strategy's task-agnostic and task-aware answers for every eval minibatch."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def after_eval_iteration(self, strategy, **kwargs):
+        p = strategy.last_prediction
+        self.batches.append((strategy.eval_task, strategy.mb_x.clone(), p.tag_class.clone(), p.task.clone(),
+                             p.taw_class.clone()))
+
+
+def test_predictor_keeps_owner_ids_of_128_and_more(tmp_path):
+    """130 experiences: owners 128..129 need int16; the Predictor must load them as the strategy holds them.
+
+    Training 130 experiences would take minutes, so the state is built directly: every
+    experience allocated (He-normal weights) and recorded, as training would leave it.
+    """
+    n = 130
+    bench = toy_class_incremental(n_experiences=n, classes_per_experience=2, per_class=1, test_per_class=3,
+                                  image_size=2, seed=0)
+    torch.manual_seed(0)
+
+    def model():
+        return nn.Sequential(nn.Flatten(), nn.Linear(12, 32, bias=False), nn.ReLU(), nn.Linear(32, 2 * n, bias=False))
+
+    capture = _CaptureEval()
+    strategy = MIND(model=model(), n_experiences=n, capacity=0.05, task_inference="max_confidence", temperature=2.0,
+                    eval_mb_size=64, seed=0, plugins=[capture], evaluator=None)
+    g = torch.Generator().manual_seed(0)
+    for task in range(n):
+        strategy.ownership.allocate(task, [2 * task, 2 * task + 1], generator=g)
+    strategy.state.slices = [[2 * t, 2 * t + 1] for t in range(n)]
+    strategy.state.experience_ids = list(range(n))
+    strategy.state.bn_snapshots = [{} for _ in range(n)]  # no BatchNorm in this model
+    owners = {name: layer.owner.clone() for name, layer in strategy.ownership.layers.items()}
+    assert all(o.dtype == torch.int16 for o in owners.values()) and max(int(o.max()) for o in owners.values()) == n - 1
+    path = tmp_path / "many.pt"
+    save_checkpoint(strategy, path)
+
+    predictor = Predictor.from_checkpoint(path, model())
+    for name, layer in predictor.ownership.layers.items():
+        assert torch.equal(layer.owner, owners[name]), name  # 128 and 129 did not wrap to -128 and -127
+    strategy.eval(bench.test_stream[n - 3:])  # experiences 127, 128 and 129
+    assert [b[0] for b in capture.batches] == [n - 3, n - 2, n - 1]
+    for task, x, tag_class, chosen, taw_class in capture.batches:
+        tag = predictor.predict(x)
+        assert torch.equal(tag.classes, tag_class) and torch.equal(tag.tasks, chosen)
+        assert torch.equal(predictor.predict(x, task=task).classes, taw_class)
+
+
+def test_owner_ids_too_wide_for_the_buffer_are_refused_not_wrapped():
+    model = tiny_model(10)  # fresh gated layers: int8 owners
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["7.owner"] = torch.full_like(state["7.owner"], 200, dtype=torch.int16)
+    with pytest.raises(RuntimeError, match=r"7\.owner: owner ids from 200 to 200 do not fit .*torch\.int8"):
+        model.load_state_dict(state)
+    set_owner_dtype(model, 201)
+    model.load_state_dict(state)
+    assert model[7].owner.dtype == torch.int16 and int(model[7].owner.max()) == 200

@@ -20,8 +20,12 @@ from avalanche_mind.logging.wandb_logger import add_wandb_arguments
 
 
 def _default(name: str) -> str:
-    """MIND's default for ``name`` as the help shows it: 0.005, 35 or 70,90, js."""
+    """MIND's default for ``name`` as the help shows it: 0.005, 35 or 70,90, js, none, on."""
     value = DEFAULTS[name]
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
     if isinstance(value, tuple):
         return ",".join(str(v) for v in value)
     return f"{value:g}" if isinstance(value, float) else str(value)
@@ -103,31 +107,33 @@ def build_parser() -> argparse.ArgumentParser:
     mind.add_argument("--temperature", type=float, default=None, metavar="T",
                       help=f"softmax temperature of the task-agnostic task choice (default {_default('temperature')})")
     mind.add_argument("--task-inference", choices=TASK_INFERENCE_RULES, default=None,
-                      help="rule choosing the task without a task label (default: MIND's)")
+                      help=f"rule choosing the task without a task label (default {_default('task_inference')})")
     mind.add_argument("--rejection", choices=tuple(r or "none" for r in REJECTIONS), default=None,
-                      help="train-time rejection of foreign inputs (default: MIND's)")
+                      help=f"train-time rejection of foreign inputs (default {_default('rejection')})")
     mind.add_argument("--negatives", choices=tuple(n or "none" for n in NEGATIVE_SOURCES), default=None,
-                      help="cross-task negatives shown with a uniform target in both phases (default: MIND's)")
+                      help="cross-task negatives shown with a uniform target in both phases "
+                           f"(default {_default('negatives')})")
     mind.add_argument("--negative-weight", type=float, default=None, metavar="W",
                       help=f"weight of the negatives' term (default {_default('negative_weight')})")
     mind.add_argument("--negative-memory", type=int, default=None, metavar="K",
                       help="rehearsal reference, not exemplar-free: K real images per class kept and used "
-                           "only as negatives (default 0, off)")
+                           f"only as negatives (default {_default('negative_memory')}; 0 is off)")
     mind.add_argument("--new-weights", choices=NEW_WEIGHTS, default=None,
                       help=f"start of the weights given to experience t >= 1 (default {_default('new_weights')}; "
                            f"the authors': {PAPER_SETTINGS['new_weights']})")
     mind.add_argument("--paper", action="store_true",
                       help="the paper's exact method (avalanche_mind.PAPER_SETTINGS) instead of MIND's defaults")
     mind.add_argument("--self-distillation", action=argparse.BooleanOptionalAction, default=None,
-                      help="train the teacher in place on FREE weights, one network held (default: MIND's, on; "
-                           "--no-self-distillation: a fresh teacher, the paper's MIND)")
+                      help="train the teacher in place on FREE weights, one network held (default "
+                           f"{_default('self_distillation')}; --no-self-distillation: a fresh teacher, the paper's "
+                           "MIND)")
     mind.add_argument("--no-weight-sharing", action="store_true",
                       help="sub-network t uses only t's weights, not those of tasks 0..t")
     mind.add_argument("--bn-first-task-only", action="store_true",
                       help="ablation: train BatchNorm on the first experience only")
     mind.add_argument("--capacity", default=None, metavar="equal|FRACTION",
-                      help="weights given to each experience: 'equal' (numel / n_experiences, default) "
-                      "or a fraction of the FREE weights, e.g. 0.2")
+                      help="weights given to each experience: 'equal' (numel / n_experiences) or a fraction "
+                      f"of the FREE weights, e.g. 0.2 (default {_default('capacity')})")
     run = train.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0, metavar="SEED",
                      help="seed of model initialisation, allocation and data order (default 0)")

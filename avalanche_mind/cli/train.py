@@ -1,8 +1,9 @@
 """``avalanche-mind train``: MIND on every experience of a benchmark, with checkpoints, resume and W&B.
 
 The run's MIND keywords come from the options (read under MIND's own names), else
-the ``--preset``'s values, else MIND's defaults; ``--paper`` starts from the paper's
-method instead of MIND's defaults. With the same preset and seed it reproduces the
+``--paper``'s (the paper's method), else the ``--preset``'s values, else MIND's defaults
+(:func:`~avalanche_mind.core.config.resolve_settings`, as the runner orders them).
+With the same preset and seed it reproduces the
 comparison runner's ``mind`` row figure for figure: both seed, build and set their
 threads through :mod:`avalanche_mind.runner.reproducible`.
 
@@ -28,7 +29,7 @@ import torch.distributed as dist
 from avalanche_mind.io.checkpoint import CheckpointError, CheckpointPlugin, load_checkpoint, read_checkpoint
 from avalanche_mind.cli.builders import benchmark_shape, build_benchmark, build_model
 from avalanche_mind.cli.options import MIND_OPTIONS, PROG, key_values
-from avalanche_mind.core.config import MINDConfig
+from avalanche_mind.core.config import MINDConfig, resolve_settings
 from avalanche_mind.core.distributed import init_from_environment, is_distributed, is_main_process
 from avalanche_mind.io.files import atomic_write_text
 from avalanche_mind.io.locking import OutputBusy, OutputLock
@@ -36,7 +37,6 @@ from avalanche_mind.inference.metrics import mind_evaluator
 from avalanche_mind.preflight import CLIError, check_device, check_writable
 from avalanche_mind.runner.presets import get_preset
 from avalanche_mind.runner.reproducible import seed_everything, set_threads
-from avalanche_mind.settings import PAPER_SETTINGS
 from avalanche_mind.core.strategy import MIND
 from avalanche_mind.logging.wandb_logger import MINDWandBLogger, check_wandb_names, wandb_logger_from_args
 
@@ -53,14 +53,14 @@ def _plain(value: Any) -> Any:
 
 
 def resolve_train(args: argparse.Namespace) -> Dict[str, Any]:
-    """The run's settings: explicit options, else the preset's, else MIND's defaults."""
+    """The run's settings: explicit options, else ``--paper``'s, else the preset's, else MIND's defaults."""
     settings: Dict[str, Any] = {
         "benchmark": args.benchmark,
         "benchmark_kwargs": key_values(args.benchmark_arg, "--benchmark-arg"),
         "model": args.model,
         "model_kwargs": key_values(args.model_arg, "--model-arg"),
     }
-    mind: Dict[str, Any] = dict(PAPER_SETTINGS) if args.paper else {}
+    preset_keywords: Dict[str, Any] = {}
     if args.preset:
         try:
             preset = get_preset(args.preset)
@@ -72,27 +72,30 @@ def resolve_train(args: argparse.Namespace) -> Dict[str, Any]:
         if settings["model"] is None:
             settings["model"] = preset.model
             settings["model_kwargs"] = {**dict(preset.model_kwargs), **settings["model_kwargs"]}
-        mind.update({key: _plain(value) for key, value in preset.mind_settings().items()})
-        if not args.paper:  # the runner's ``mind`` row: MIND's defaults and the preset's MIND keywords
-            mind.update({key: _plain(value) for key, value in dict(preset.mind_kwargs).items()})
+        # As the runner's rows: ``mind`` takes the preset's mind_kwargs too, ``mind-paper`` does not.
+        preset_keywords = preset.mind_keywords(paper=args.paper)
     if settings["benchmark"] is None:
         raise CLIError("give --benchmark NAME (or --preset NAME)")
     settings["model"] = settings["model"] or "auto"
+    options: Dict[str, Any] = {}
     for f in dataclasses.fields(MINDConfig):  # every MIND keyword with an option of its own
         value = getattr(args, MIND_OPTIONS.get(f.name, f.name), None)
         if value is not None and f.name != "capacity":
-            mind[f.name] = _plain(value)
+            options[f.name] = value
     if args.capacity is not None:
         try:
-            mind["capacity"] = "equal" if args.capacity == "equal" else float(args.capacity)
+            options["capacity"] = "equal" if args.capacity == "equal" else float(args.capacity)
         except ValueError:
             raise CLIError(f"--capacity must be 'equal' or a fraction such as 0.2, got {args.capacity!r}") from None
     for key in ("rejection", "negatives"):
-        if mind.get(key) == "none":
-            mind[key] = None
-    mind["weight_sharing"] = not args.no_weight_sharing
-    mind["bn_per_task"] = not args.bn_first_task_only
-    settings["mind"] = mind
+        if options.get(key) == "none":
+            options[key] = None
+    if args.no_weight_sharing:
+        options["weight_sharing"] = False
+    if args.bn_first_task_only:
+        options["bn_per_task"] = False
+    mind = resolve_settings(preset_keywords, args.paper, options)
+    settings["mind"] = {key: _plain(value) for key, value in mind.items()}
     settings["preset"] = args.preset
     return settings
 

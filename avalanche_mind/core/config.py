@@ -4,8 +4,10 @@
 arguments, checked once here, and saved whole: checkpoints store it, a resume
 compares it whole (every setting that changes what training does must match), and
 W&B logs it as the run's configuration. Its field defaults are the only place the
-defaults are written: MIND's signature, the command line and the runner read them
-from here.
+defaults are written: MIND's signature, the command line, the runner's presets (which
+hold only what they change), :class:`~avalanche_mind.inference.predictor.Predictor`
+and the export read them from here, and :func:`resolve_settings` is the one place the
+keywords of a run are combined (preset < ``PAPER_SETTINGS`` < explicit keywords).
 """
 from __future__ import annotations
 
@@ -16,13 +18,15 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from avalanche_mind.core.losses import DISTILL_LOSSES
-from avalanche_mind.settings import NEGATIVE_SOURCES, NEW_WEIGHTS, REJECTIONS
+from avalanche_mind.settings import NEGATIVE_SOURCES, NEW_WEIGHTS, PAPER_SETTINGS, REJECTIONS
 from avalanche_mind.task_id.rules import check_rule
 
 STRUCTURAL_KEYS = ("n_experiences", "capacity", "self_distillation", "weight_sharing", "bn_per_task")
 """Settings that define what the saved weights mean: a checkpoint and the strategy loading it always agree."""
 EVAL_KEYS = ("temperature", "task_inference", "eval_mb_size")
 """Inference-only settings: a strategy loading a checkpoint keeps its own."""
+ALLOCATION_RULES = ("random", "magnitude")
+"""How allocation picks an experience's FREE weights (MIND picks by ``self_distillation``)."""
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -52,6 +56,18 @@ def _check_milestones(name: str, value: Any) -> None:
 def _check_bool(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+def check_capacity(capacity: Any) -> None:
+    """ValueError unless ``capacity`` is "equal" or a float in (0, 1); MINDConfig's rule, which OwnershipMap shares."""
+    if capacity != "equal" and not (isinstance(capacity, float) and 0.0 < capacity < 1.0):
+        raise ValueError(f"capacity must be 'equal' or a float in (0, 1), got {capacity!r}")
+
+
+def check_allocation_rule(rule: Any) -> None:
+    """ValueError unless ``rule`` is one of :data:`ALLOCATION_RULES` (any other would silently pick by magnitude)."""
+    if rule not in ALLOCATION_RULES:
+        raise ValueError(f"unknown allocation rule {rule!r}; use 'random' or 'magnitude'")
 
 
 @dataclass(frozen=True)
@@ -162,8 +178,7 @@ class MINDConfig:
             object.__setattr__(self, name, tuple(int(m) for m in getattr(self, name)))
         for name in ("self_distillation", "weight_sharing", "bn_per_task"):
             _check_bool(name, getattr(self, name))
-        if self.capacity != "equal" and not (isinstance(self.capacity, float) and 0.0 < self.capacity < 1.0):
-            raise ValueError(f"capacity must be 'equal' or a float in (0, 1), got {self.capacity!r}")
+        check_capacity(self.capacity)
         for name in ("lr", "teacher_lr", "beta", "temperature", "rejection_weight", "negative_weight", "lr_gamma",
                      "weight_decay"):
             object.__setattr__(self, name, float(getattr(self, name)))
@@ -194,5 +209,26 @@ class MINDConfig:
 
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(MINDConfig) if f.default is not dataclasses.MISSING}
 """Every default, by name (the command line and the runner read them here)."""
+SETTINGS = tuple(name for name in DEFAULTS if name not in ("optimizer", "teacher_optimizer"))
+"""What a preset, ``PAPER_SETTINGS`` and explicit keywords may set: MIND's keywords of plain values (``optimizer``
+and ``teacher_optimizer`` record class names; MIND's keywords of those names take optimisers)."""
 
-__all__ = ["DEFAULTS", "EVAL_KEYS", "MINDConfig", "STRUCTURAL_KEYS"]
+
+def resolve_settings(preset: Mapping[str, Any], paper: bool, overrides: Mapping[str, Any]) -> Dict[str, Any]:
+    """MIND's keywords for a run: a preset's, then ``PAPER_SETTINGS`` if ``paper``, then explicit ``overrides``.
+
+    The one place this precedence is written (the ``train`` command and the comparison
+    runner both use it). A keyword none of them sets is left out, so MINDConfig's
+    default applies; an unknown name is a ValueError here rather than a TypeError
+    deep inside the strategy.
+    """
+    settings = {**preset, **(PAPER_SETTINGS if paper else {}), **overrides}
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown MIND setting(s) {', '.join(unknown)}; MIND's settings: "
+                         f"{', '.join(sorted(SETTINGS))}")
+    return settings
+
+
+__all__ = ["ALLOCATION_RULES", "DEFAULTS", "EVAL_KEYS", "MINDConfig", "SETTINGS", "STRUCTURAL_KEYS",
+           "check_allocation_rule", "check_capacity", "resolve_settings"]

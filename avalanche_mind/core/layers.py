@@ -66,15 +66,32 @@ def _is_packed_owner(value: Any, owner: Tensor) -> bool:
     )
 
 
+def _owner_overflows(value: Any, dtype: torch.dtype) -> bool:
+    """Whether the integer tensor ``value`` holds ids outside the range of ``dtype``."""
+    if not isinstance(value, Tensor) or not value.numel() or value.is_floating_point() or value.dtype == dtype:
+        return False
+    limits = torch.iinfo(dtype)
+    return int(value.min()) < limits.min or int(value.max()) > limits.max
+
+
 class _GateState:
-    """Loading side of :func:`compact_state_dict`: a packed ``owner`` entry is unpacked."""
+    """Loading side of :func:`compact_state_dict`: a packed ``owner`` entry is unpacked; ids too wide are refused."""
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
         key = prefix + "owner"
         owner = getattr(self, "owner", None)
-        if owner is not None and _is_packed_owner(state_dict.get(key), owner):
+        value = state_dict.get(key)
+        if owner is not None and _is_packed_owner(value, owner):
             # ``load_state_dict`` hands every module its own shallow copy of the dict.
-            state_dict[key] = unpack_owner(state_dict[key], owner.shape, owner.dtype).to(owner.device)
+            state_dict[key] = unpack_owner(value, owner.shape, owner.dtype).to(owner.device)
+        elif owner is not None and _owner_overflows(value, owner.dtype):
+            # Copied into this buffer, the ids would wrap around (200 becomes -56 in int8): refuse.
+            error_msgs.append(
+                f"{key}: owner ids from {int(value.min())} to {int(value.max())} do not fit this layer's "
+                f"{owner.dtype} ownership map; give the model the owner dtype of the checkpoint's n_experiences "
+                "before loading (avalanche_mind.core.ownership.set_owner_dtype, or build its OwnershipMap)"
+            )
+            return
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
 

@@ -2,7 +2,8 @@
 
 It is the single source of truth for sub-networks. The owner tensors themselves
 live as ``owner`` buffers inside the gated layers (so ``model.state_dict()`` holds
-them, one int8 per weight); this class is the view that reads and writes them.
+them, one int8 per weight, int16 beyond 127 experiences); this class is the view
+that reads and writes them.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from avalanche_mind.core.config import check_allocation_rule, check_capacity
 from avalanche_mind.core.layers import FREE, GatedLayer, GatedLinear, gated_layers, he_normal_
 
 Capacity = Union[str, float]
@@ -23,6 +25,19 @@ def owner_dtype(n_experiences: int) -> torch.dtype:
     if n_experiences <= torch.iinfo(torch.int16).max:
         return torch.int16
     return torch.int32
+
+
+def set_owner_dtype(model: nn.Module, n_experiences: int) -> None:
+    """Give every gated layer's ``owner`` buffer the dtype :func:`owner_dtype` chooses for ``n_experiences``.
+
+    Needed before a state is loaded into a freshly gated model (its owners are int8):
+    ``load_state_dict`` copies into the existing buffer, so an owner id of 200 would
+    otherwise load as -56.
+    """
+    dtype = owner_dtype(n_experiences)
+    for _, layer in gated_layers(model):
+        if layer.owner.dtype != dtype:
+            layer.owner = layer.owner.to(dtype)
 
 
 class OwnershipMap:
@@ -41,14 +56,10 @@ class OwnershipMap:
         self.layers: Dict[str, GatedLayer] = dict(gated_layers(model))
         if not self.layers:
             raise TypeError("the model has no gated layer; call avalanche_mind.gate_model(model) first")
-        if capacity != "equal" and not (isinstance(capacity, float) and 0.0 < capacity < 1.0):
-            raise ValueError(f"capacity must be 'equal' or a float in (0, 1), got {capacity!r}")
+        check_capacity(capacity)
         self.n_experiences = n_experiences
         self.capacity = capacity
-        dtype = owner_dtype(n_experiences)
-        for layer in self.layers.values():
-            if layer.owner.dtype != dtype:
-                layer.owner = layer.owner.to(dtype)
+        set_owner_dtype(model, n_experiences)
         linears = [n for n, l in self.layers.items() if isinstance(l, GatedLinear)]
         self.classifier_name: Optional[str] = linears[-1] if linears else None
 
@@ -121,8 +132,7 @@ class OwnershipMap:
         classes were seen before (domain-incremental) the classifier is allocated like
         any other layer.
         """
-        if rule not in ("random", "magnitude"):
-            raise ValueError(f"unknown allocation rule {rule!r}; use 'random' or 'magnitude'")
+        check_allocation_rule(rule)
         if not 0 <= task < self.n_experiences:
             policy = (
                 f"capacity='equal' splits each layer into n_experiences={self.n_experiences} parts"

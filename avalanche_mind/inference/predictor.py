@@ -23,13 +23,13 @@ import torch
 from torch import Tensor, nn
 
 from avalanche_mind.io.checkpoint import CheckpointError, read_checkpoint
-from avalanche_mind.core.config import DEFAULTS
+from avalanche_mind.core.config import DEFAULTS, MINDConfig
 from avalanche_mind.io.strategy_state import check_consistency, check_model_matches, to_device
 from avalanche_mind.inference.bank import SubnetworkBank, predict
 from avalanche_mind.core.layers import gate_model, gated_layers
-from avalanche_mind.core.ownership import OwnershipMap
+from avalanche_mind.core.ownership import Capacity, OwnershipMap, set_owner_dtype
 from avalanche_mind.core.state import MINDState
-from avalanche_mind.task_id.rules import STATISTICS_RULES, check_rule
+from avalanche_mind.task_id.rules import STATISTICS_RULES
 
 TaskArg = Union[None, int, Sequence[int], Tensor]
 
@@ -44,7 +44,14 @@ class PredictorOutput:
 
 
 class Predictor:
-    """MIND's task-aware and task-agnostic inference on a trained model, without a strategy."""
+    """MIND's task-aware and task-agnostic inference on a trained model, without a strategy.
+
+    Its settings mean what MIND's do and default to what MIND's do
+    (:class:`~avalanche_mind.core.config.MINDConfig`, which also validates them), so a
+    Predictor built on a strategy's state with no settings infers as that strategy
+    does with its defaults. :meth:`from_checkpoint` instead takes the checkpoint's own
+    settings, of which ``temperature`` and ``task_inference`` may be overridden.
+    """
 
     def __init__(
         self,
@@ -52,23 +59,22 @@ class Predictor:
         state: MINDState,
         *,
         n_experiences: int,
-        capacity="equal",
-        weight_sharing: bool = True,
+        capacity: Capacity = DEFAULTS["capacity"],
+        weight_sharing: bool = DEFAULTS["weight_sharing"],
         temperature: float = DEFAULTS["temperature"],
-        task_inference: str = "max_confidence",
+        task_inference: str = DEFAULTS["task_inference"],
         device: Union[str, torch.device] = "cpu",
         bank_options: Optional[Dict[str, object]] = None,
     ) -> None:
         if state.n_tasks == 0:
             raise ValueError("the model has not been trained on any experience: nothing to predict with")
-        check_rule(task_inference)
+        config = MINDConfig(n_experiences=n_experiences, capacity=capacity, weight_sharing=weight_sharing,
+                            temperature=temperature, task_inference=task_inference)  # validated as MIND's
         if task_inference in STATISTICS_RULES and not state.score_statistics.complete(state.n_tasks):
             raise ValueError(
                 f"task_inference={task_inference!r} needs score statistics of every task, and this state has "
                 "none (saved before they existed, or mid-experience): use task_inference='max_confidence'"
             )
-        if not 0 < temperature < float("inf"):
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
         self.device = torch.device(device)
         self.hyperparameters: Dict[str, object] = {}
         """The trained strategy's settings (filled by :meth:`from_checkpoint`)."""
@@ -77,9 +83,9 @@ class Predictor:
         self.model = model.to(self.device).eval()
         self.state = state
         self.ownership = OwnershipMap(self.model, n_experiences, capacity)
-        self.weight_sharing = weight_sharing
-        self.temperature = float(temperature)
-        self.task_inference = task_inference
+        self.weight_sharing = config.weight_sharing
+        self.temperature = config.temperature
+        self.task_inference = config.task_inference
         self.slices: List[Tensor] = [torch.tensor(s, dtype=torch.long, device=self.device) for s in state.slices]
         snapshots = [to_device(s, self.device) for s in state.bn_snapshots]
         self.bank = SubnetworkBank(
@@ -101,7 +107,8 @@ class Predictor:
 
         ``model`` must be built exactly as the trained one (e.g.
         ``gresnet32(num_classes=100)``); it is gated in place if it is not yet.
-        ``temperature`` and ``task_inference`` default to the trained strategy's;
+        ``temperature`` and ``task_inference``: None (the default) takes the trained
+        strategy's, as its ``eval`` would; the other settings are always the checkpoint's.
         ``bank_options`` are passed to :class:`~avalanche_mind.inference.bank.SubnetworkBank`.
         """
         if not isinstance(model, nn.Module):
@@ -119,6 +126,8 @@ class Predictor:
         if len(state.bn_snapshots) != state.n_tasks:
             raise CheckpointError(f"{path} was saved in the middle of an experience (no BatchNorm snapshot for it)")
         hyper = body["hyperparameters"]
+        # The owners must be wide enough before loading: a fresh gated model's are int8.
+        set_owner_dtype(model, int(hyper["n_experiences"]))
         model.load_state_dict(body["model"], strict=True)
         predictor = cls(
             model,
@@ -126,7 +135,7 @@ class Predictor:
             n_experiences=int(hyper["n_experiences"]),
             capacity=hyper["capacity"],
             weight_sharing=bool(hyper["weight_sharing"]),
-            temperature=float(temperature if temperature is not None else hyper["temperature"]),
+            temperature=temperature if temperature is not None else hyper["temperature"],
             task_inference=task_inference if task_inference is not None else hyper["task_inference"],
             device=device,
             bank_options=bank_options,

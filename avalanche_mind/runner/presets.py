@@ -1,9 +1,10 @@
 """One readable configuration per benchmark, in the spirit of Mammoth's per-method configs.
 
 A :class:`Preset` holds everything the comparison runner needs: which benchmark to
-build, which backbone, MIND's two-phase schedule and the baselines' derived one.
-A MIND field a preset leaves out takes MIND's default (``avalanche_mind.core.config.DEFAULTS``,
-the paper's CIFAR-100/10 settings). The baselines' budget is derived, never typed
+build, which backbone, MIND's settings and the baselines' derived budget. Its MIND
+settings are only what departs from MINDConfig's defaults (``Preset.mind``, under
+MINDConfig's names); every other setting is MINDConfig's default (the paper's
+CIFAR-100/10 settings), written nowhere else. The baselines' budget is derived, never typed
 twice: every baseline trains ``teacher_epochs + train_epochs`` epochs per experience
 with MIND's teacher optimiser (AdamW, ``teacher_lr``), halving the learning rate at
 the teacher milestones and at ``teacher_epochs + m`` for each distillation milestone ``m``.
@@ -13,7 +14,7 @@ distillation phases; a tuned preset may move that split (never the total) and
 PackNet's learning rate, as it sets LwF's, EWC's and SI's own hyperparameters.
 
 Change one field from the command line with ``--set field=value`` (for example
-``--set temperature=4 --set train_epochs=10``).
+``--set temperature=4 --set train_epochs=10``; any MIND setting by MINDConfig's name).
 """
 from __future__ import annotations
 
@@ -23,10 +24,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-from avalanche_mind.core.config import DEFAULTS, MINDConfig
+from avalanche_mind.core.config import DEFAULTS, SETTINGS, MINDConfig
 
-_PRESET_FIELD = {"train_mb_size": "batch_size", "eval_mb_size": "eval_batch_size"}
-"""MIND keywords whose preset field has another name; the others share MIND's name."""
+RUNNER_SETTINGS = ("teacher_epochs", "teacher_milestones", "train_epochs", "milestones", "temperature", "teacher_lr",
+                   "lr", "lr_gamma", "beta", "train_mb_size", "eval_mb_size", "weight_decay", "capacity")
+"""The MIND settings the runner reads from a preset (the baselines' budget among them): readable as
+attributes (``preset.teacher_lr``) and written, resolved, into every record of a result."""
+RUNNER_NAMES = {"batch_size": "train_mb_size", "eval_batch_size": "eval_mb_size"}
+"""The runner's own names of two MIND settings, as attributes and in records (``--set`` takes both names)."""
 
 
 @dataclass(frozen=True)
@@ -42,21 +47,9 @@ class Preset:
     """A name of ``avalanche_mind.models.MODELS``: ``resnet`` (the paper's CIFAR ResNet; 5 blocks per
     stage is ResNet-32) or ``small_cnn`` here."""
     model_kwargs: Mapping[str, Any]
-    # MIND, both phases (the paper's table in MIND_SPEC.md).
-    teacher_epochs: int = DEFAULTS["teacher_epochs"]
-    teacher_milestones: Tuple[int, ...] = DEFAULTS["teacher_milestones"]
-    train_epochs: int = DEFAULTS["train_epochs"]
-    milestones: Tuple[int, ...] = DEFAULTS["milestones"]
-    temperature: float = DEFAULTS["temperature"]
-    teacher_lr: float = DEFAULTS["teacher_lr"]
-    lr: float = DEFAULTS["lr"]
-    lr_gamma: float = DEFAULTS["lr_gamma"]
-    beta: float = DEFAULTS["beta"]
-    batch_size: int = DEFAULTS["train_mb_size"]
-    eval_batch_size: int = DEFAULTS["eval_mb_size"]
-    weight_decay: float = DEFAULTS["weight_decay"]
-    capacity: Any = DEFAULTS["capacity"]
-    """MIND's capacity policy: "equal" (the paper's) or a fraction of the FREE weights per experience."""
+    mind: Mapping[str, Any] = field(default_factory=dict)
+    """MIND's settings where this preset departs from MINDConfig's defaults, under MINDConfig's names: every
+    MIND row, the paper's too, takes them, and the baselines' budget derives from them."""
     # Baselines: their own hyperparameters. A preset searched by ``compare --tune``
     # (avalanche_mind.runner.tuning) sets the values chosen on a validation split, and
     # ``benchmarks/tuning/<preset>.json`` records the search; the defaults are untuned.
@@ -76,6 +69,21 @@ class Preset:
     take them, the paper's row and its ladder ignore them."""
     notes: Tuple[str, ...] = field(default_factory=tuple)
     """Caveats printed with every result of this preset (for example: reduced CPU budget)."""
+
+    def setting(self, name: str) -> Any:
+        """MIND's setting ``name`` on this preset: its own value, else MINDConfig's default."""
+        return self.mind.get(name, DEFAULTS[name])
+
+    def __getattr__(self, name: str) -> Any:
+        """``preset.teacher_lr``, ``preset.batch_size``...: a setting of :data:`RUNNER_SETTINGS`, resolved."""
+        key = RUNNER_NAMES.get(name, name)
+        if key in RUNNER_SETTINGS:
+            return self.setting(key)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def mind_keywords(self, paper: bool = False) -> Dict[str, Any]:
+        """The preset's MIND keywords for a row: ``mind``, and ``mind_kwargs`` unless it is a paper row."""
+        return {**self.mind, **({} if paper else self.mind_kwargs)}
 
     @property
     def baseline_epochs(self) -> int:
@@ -101,19 +109,15 @@ class Preset:
             f"experience (AdamW lr {self.teacher_lr}, weight decay {self.weight_decay}, LR x{self.lr_gamma} "
             f"at epochs {list(self.baseline_milestones)}); PackNet (Adam, lr {packnet_lr}) prunes after epoch "
             f"{self.baseline_epochs - post_prune} and fine-tunes the kept weights for {post_prune} post-prune "
-            f"epochs; Joint trains "
-            f"{self.baseline_epochs} epochs on the union of all experiences. MIND (not its "
+            f"epochs; Joint trains {self.baseline_epochs} epochs on the union of all experiences. MIND (not its "
             "self-distillation variants) also runs the teacher forward during distillation."
         )
 
-    def mind_settings(self) -> Dict[str, Any]:
-        """The preset's value of every MIND keyword it holds (schedule, batch sizes, beta, temperature, capacity)."""
-        names = {f.name for f in dataclasses.fields(Preset)}
-        return {f.name: getattr(self, _PRESET_FIELD.get(f.name, f.name)) for f in dataclasses.fields(MINDConfig)
-                if _PRESET_FIELD.get(f.name, f.name) in names}
-
     def to_dict(self) -> Dict[str, Any]:
-        data = dataclasses.asdict(self)
+        """What results record: the fields, ``mind`` as RUNNER_SETTINGS resolved (runner names) and its other keys."""
+        data = {k: v for k, v in dataclasses.asdict(self).items() if k != "mind"}
+        runner_name = {mind: runner for runner, mind in RUNNER_NAMES.items()}
+        data.update({runner_name.get(k, k): self.setting(k) for k in (*RUNNER_SETTINGS, *self.mind)})
         data["baseline_epochs"] = self.baseline_epochs
         data["baseline_milestones"] = list(self.baseline_milestones)
         return data
@@ -142,7 +146,7 @@ def register(preset: Preset) -> Preset:
 
 # ------------------------------------------------------------------ the paper
 # Every paper preset keeps the settings shared by all of the paper's benchmarks (MIND_SPEC.md,
-# 'All: ...'): the field defaults, MIND's. CIFAR-100/10's schedule is MIND's default schedule.
+# 'All: ...'): MINDConfig's defaults. CIFAR-100/10's schedule is MIND's default schedule.
 register(Preset(
     name="cifar100",
     description="CIFAR-100/10 with the paper's settings (gated ResNet-32).",
@@ -159,9 +163,8 @@ register(Preset(
     benchmark_kwargs=dict(n_experiences=10, seed=0),
     model="resnet",
     model_kwargs=dict(blocks_per_stage=5, stem_stride=2),
-    teacher_epochs=100, teacher_milestones=(70, 90),
-    train_epochs=120, milestones=(80, 110),
-    temperature=12.0,
+    mind=dict(teacher_epochs=100, teacher_milestones=(70, 90), train_epochs=120, milestones=(80, 110),
+              temperature=12.0),
 ))
 
 register(Preset(
@@ -171,10 +174,11 @@ register(Preset(
     benchmark_kwargs=dict(image_size=64),
     model="resnet",
     model_kwargs=dict(blocks_per_stage=5, stem_stride=2),
-    teacher_epochs=20, teacher_milestones=(15,),
-    train_epochs=20, milestones=(15,),
-    temperature=3.0,
+    mind=dict(teacher_epochs=20, teacher_milestones=(15,), train_epochs=20, milestones=(15,), temperature=3.0),
 ))
+
+_SYNBOLS = dict(teacher_epochs=25, teacher_milestones=(10, 20), train_epochs=25, milestones=(15,), temperature=4.0)
+"""The paper's Synbols settings."""
 
 register(Preset(
     name="glyphs",
@@ -183,9 +187,7 @@ register(Preset(
     benchmark_kwargs=dict(n_experiences=10, n_classes=100, train_per_class=500, test_per_class=100, seed=0),
     model="resnet",
     model_kwargs=dict(blocks_per_stage=5),
-    teacher_epochs=25, teacher_milestones=(10, 20),
-    train_epochs=25, milestones=(15,),
-    temperature=4.0,
+    mind=_SYNBOLS,
 ))
 
 register(Preset(
@@ -195,9 +197,7 @@ register(Preset(
     benchmark_kwargs=dict(n_domains=5, n_classes=20, train_per_class=500, test_per_class=100, seed=0),
     model="resnet",
     model_kwargs=dict(blocks_per_stage=5),
-    teacher_epochs=25, teacher_milestones=(10, 20),
-    train_epochs=25, milestones=(15,),
-    temperature=4.0,
+    mind=_SYNBOLS,
 ))
 
 # ------------------------------------------------------------------ CPU presets
@@ -206,6 +206,8 @@ _CPU_NOTE = (
     "ResNet-32, so that all strategies finish in about 15 minutes on 2 CPU cores. Its numbers "
     "show the ranking of methods, not the paper's accuracies."
 )
+_CPU_MIND = dict(teacher_epochs=6, teacher_milestones=(4,), train_epochs=6, milestones=(5,), temperature=4.0,
+                 train_mb_size=32, eval_mb_size=500)
 
 register(Preset(
     name="glyphs-cpu",
@@ -216,11 +218,7 @@ register(Preset(
     ),
     model="resnet",
     model_kwargs=dict(blocks_per_stage=1),
-    teacher_epochs=6, teacher_milestones=(4,),
-    train_epochs=6, milestones=(5,),
-    temperature=4.0,
-    batch_size=32,
-    eval_batch_size=500,
+    mind=_CPU_MIND,
     # Chosen on a validation split of the training data: benchmarks/tuning/glyphs-cpu.json
     # (`compare --preset glyphs-cpu --tune`).
     lwf_alpha=4.0, lwf_temperature=2.0,
@@ -237,11 +235,7 @@ register(Preset(
     benchmark_kwargs=dict(n_domains=5, n_classes=20, train_per_class=150, test_per_class=20, image_size=16, seed=0),
     model="resnet",
     model_kwargs=dict(blocks_per_stage=1),
-    teacher_epochs=6, teacher_milestones=(4,),
-    train_epochs=6, milestones=(5,),
-    temperature=4.0,
-    batch_size=32,
-    eval_batch_size=500,
+    mind=_CPU_MIND,
     # Chosen on a validation split of the training data: benchmarks/tuning/glyphs-domain-cpu.json
     # (`compare --preset glyphs-domain-cpu --tune`).
     lwf_alpha=1.0, lwf_temperature=2.0,
@@ -282,6 +276,9 @@ for _name, (_what, _tuned) in _FORGETTING_DOMAINS.items():
     ))
 
 # ------------------------------------------------------------------ tests
+_TINY_MIND = dict(teacher_epochs=1, teacher_milestones=(), train_epochs=1, milestones=(), temperature=2.0,
+                  teacher_lr=0.01, lr=0.01, train_mb_size=16, eval_mb_size=64)
+
 register(Preset(
     name="tiny",
     description="A seconds-long smoke configuration on the generated toy benchmark (tests only).",
@@ -289,10 +286,7 @@ register(Preset(
     benchmark_kwargs=dict(n_experiences=3, classes_per_experience=2, per_class=16, test_per_class=8, image_size=16),
     model="small_cnn",
     model_kwargs=dict(width=4),
-    teacher_epochs=1, teacher_milestones=(),
-    train_epochs=1, milestones=(),
-    temperature=2.0,
-    teacher_lr=0.01, lr=0.01, batch_size=16, eval_batch_size=64,
+    mind=_TINY_MIND,
     packnet_groups=2,
     notes=("Tiny preset: a smoke test of the runner; its accuracies mean nothing.",),
 ))
@@ -304,10 +298,7 @@ register(Preset(
     benchmark_kwargs=dict(n_domains=3, n_classes=4, per_class=12, test_per_class=6, image_size=16),
     model="small_cnn",
     model_kwargs=dict(width=4),
-    teacher_epochs=1, teacher_milestones=(),
-    train_epochs=1, milestones=(),
-    temperature=2.0,
-    teacher_lr=0.01, lr=0.01, batch_size=16, eval_batch_size=64,
+    mind=_TINY_MIND,
     packnet_groups=2,
     notes=("Tiny preset: a smoke test of the runner; its accuracies mean nothing.",),
 ))
@@ -333,9 +324,11 @@ def _coerce(current: Any, text: str) -> Any:
 
 
 def with_overrides(preset: Preset, assignments: Sequence[str]) -> Preset:
-    """``preset`` with ``field=value`` assignments applied (``benchmark_kwargs.key=value`` too)."""
+    """``preset`` with ``field=value`` assignments applied (``benchmark_kwargs.key=value`` too).
+
+    A MIND setting (MINDConfig's name, or ``batch_size``/``eval_batch_size``) goes into ``Preset.mind``."""
     changes: Dict[str, Any] = {}
-    names = {f.name for f in dataclasses.fields(Preset)}
+    names = {f.name for f in dataclasses.fields(Preset)} - {"name", "mind"}
     for item in assignments:
         if "=" not in item:
             raise ValueError(f"--set expects field=value, got {item!r}")
@@ -350,10 +343,16 @@ def with_overrides(preset: Preset, assignments: Sequence[str]) -> Preset:
             mapping = dict(changes.get(outer, getattr(preset, outer)))
             mapping[inner] = _coerce(mapping.get(inner), text)
             changes[outer] = mapping
-        elif key in names and key != "name":
+        elif key in names:
             changes[key] = _coerce(getattr(preset, key), text)
+        elif RUNNER_NAMES.get(key, key) in SETTINGS:
+            setting = RUNNER_NAMES.get(key, key)
+            mind = dict(changes.get("mind", preset.mind))
+            mind[setting] = _coerce(preset.setting(setting), text)
+            changes["mind"] = mind
         else:
-            raise ValueError(f"unknown preset field {key!r}; fields: {', '.join(sorted(names - {'name'}))}")
+            raise ValueError(f"unknown preset field {key!r}; fields: {', '.join(sorted(names))}, and MIND's "
+                             f"settings: {', '.join(SETTINGS)}")
     return dataclasses.replace(preset, **changes) if changes else preset
 
 
@@ -362,8 +361,17 @@ _OPTIONAL_NUMBERS = {"Optional[float]": 0.0, "Optional[int]": 0}
 
 
 def check_overrides(base: Preset, preset: Preset) -> None:
-    """ValueError naming the ``--set`` field whose value has the wrong type, or is not finite."""
+    """ValueError naming the ``--set`` field whose value has the wrong type, or is not finite.
+
+    MIND's settings are checked by MINDConfig itself, the other fields by the type of the value they replace."""
+    for key, new in preset.mind.items():
+        try:
+            MINDConfig(n_experiences=1, **{key: new})
+        except ValueError as error:
+            raise ValueError(f"--set {key}={new!r}: {error} (the preset has {base.setting(key)!r})") from None
     for f in dataclasses.fields(Preset):
+        if f.name == "mind":
+            continue
         old, new = getattr(base, f.name), getattr(preset, f.name)
         if new == old and type(new) is type(old):
             continue
@@ -380,7 +388,7 @@ def check_overrides(base: Preset, preset: Preset) -> None:
         elif isinstance(like, tuple) and all(isinstance(v, int) for v in like):
             ok = isinstance(new, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in new)
             kind = "integers such as 35 or (70, 90)"
-        elif isinstance(like, str) and f.name != "capacity":
+        elif isinstance(like, str):
             ok, kind = isinstance(new, str), "a string"
         else:
             continue

@@ -1,8 +1,9 @@
 """The strategies a comparison can run, by name: MIND's rows and Avalanche's baselines.
 
-A row of MIND is MIND's keywords on top of the preset's schedule: ``mind`` takes
-MIND's defaults (and the preset's ``mind_kwargs``), ``mind-paper`` the paper's method
-exactly (``PAPER_SETTINGS``), and the ablation rungs one change each from the paper.
+A row of MIND is MIND's keywords on top of the preset's: ``mind`` takes MIND's
+defaults (and the preset's ``mind_kwargs``), ``mind-paper`` the paper's method
+exactly (``PAPER_SETTINGS``), and the ablation rungs one change each from the paper;
+:func:`~avalanche_mind.core.config.resolve_settings` orders them as ``train`` does.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any, Callable, Dict, List
 from avalanche_mind.models import build_model
 from avalanche_mind.runner.baselines import BASELINES
 from avalanche_mind.runner.presets import Preset
-from avalanche_mind.settings import PAPER_SETTINGS
+from avalanche_mind.core.config import resolve_settings
 from avalanche_mind.core.strategy import MIND
 
 
@@ -43,14 +44,11 @@ class RunContext:
 
 
 def build_mind(ctx: RunContext, paper: bool = False, **variant: Any) -> MIND:
-    """MIND on the gated backbone with the preset's schedule; ``paper``: from ``PAPER_SETTINGS``, plus ``variant``."""
+    """MIND on the gated backbone with the preset's settings; ``paper``: from ``PAPER_SETTINGS``; plus ``variant``."""
     p = ctx.preset
-    if paper:
-        settings = {**PAPER_SETTINGS, **variant}
-    else:  # the defaults and their variants: the preset may set MIND's keywords
-        settings = {**p.mind_kwargs, **variant}
+    settings = resolve_settings(p.mind_keywords(paper), paper, variant)
     model = build_model(p.model, ctx.num_classes, ctx.in_channels, **p.model_kwargs)
-    return MIND(model=model, n_experiences=ctx.n_experiences, **{**p.mind_settings(), **settings},
+    return MIND(model=model, n_experiences=ctx.n_experiences, **settings,
                 device=ctx.device, plugins=ctx.plugins, evaluator=ctx.evaluator, seed=ctx.seed)
 
 
