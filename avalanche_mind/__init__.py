@@ -8,11 +8,11 @@ with _warnings.catch_warnings():
     import avalanche.training  # noqa: F401
 
 from avalanche_mind.core.layers import FREE, GatedConv2d, GatedLinear, gate_model, gated_layers
+from avalanche_mind.core.ownership import OwnershipMap
+from avalanche_mind.core.strategy import MIND, default_mind_evaluator
 from avalanche_mind.inference.metrics import TAgAccuracy, TaskIdAccuracy, TAwAccuracy, mind_metrics
 from avalanche_mind.models import gresnet32, gresnet32_64, small_cnn
-from avalanche_mind.core.ownership import OwnershipMap
 from avalanche_mind.settings import PAPER_SETTINGS
-from avalanche_mind.core.strategy import MIND, default_mind_evaluator
 
 __all__ = [
     "PAPER_SETTINGS",

@@ -74,7 +74,7 @@ def agreement(built: Dict[str, Any], batches: Sequence[Tensor], slices: List[Ten
     """Largest relative logit difference and same TAg/TAw predictions of each way, against ``module`` mode."""
     before = built[BEFORE]
     reference = [torch.stack(before.all_logits(b)) for b in batches]
-    reference_tag = [predict(before, xb, slices, TEMPERATURE).tag_class for xb in batches]
+    reference_tag = [predict(before, xb, slices, TEMPERATURE, "max_confidence").tag_class for xb in batches]
     agree = {}
     for name, b in built.items():
         if not is_timed(name, n_tasks, args):
@@ -82,7 +82,7 @@ def agreement(built: Dict[str, Any], batches: Sequence[Tensor], slices: List[Ten
         logits = [torch.stack(b.all_logits(xb)) for xb in batches]
         err = max(float((l - r).abs().max() / r.abs().max()) for l, r in zip(logits, reference))
         same_tag = all(
-            torch.equal(predict(b, xb, slices, TEMPERATURE).tag_class, ref)
+            torch.equal(predict(b, xb, slices, TEMPERATURE, "max_confidence").tag_class, ref)
             for xb, ref in zip(batches, reference_tag)
         )
         same_taw = all(
@@ -94,7 +94,7 @@ def agreement(built: Dict[str, Any], batches: Sequence[Tensor], slices: List[Ten
 
 
 def classify(b, batches: Sequence[Tensor], slices: List[Tensor]) -> Callable[[], Any]:
-    return lambda: [predict(b, xb, slices, TEMPERATURE) for xb in batches]
+    return lambda: [predict(b, xb, slices, TEMPERATURE, "max_confidence") for xb in batches]
 
 
 def default_rule_statistics(shipped: SubnetworkBank, slices: List[Tensor]) -> ScoreStatistics:

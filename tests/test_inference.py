@@ -155,7 +155,7 @@ def check_all_modes(model, ownership, snapshots, slices, x, weight_sharing=True,
                 torch.testing.assert_close(logits[t], expected[t], **TOL)
                 torch.testing.assert_close(bank.logits(x, t), expected[t], **TOL)
             torch.testing.assert_close(bank.stacked_logits(x), torch.stack(expected), **TOL)
-            answers[mode] = [predict(bank, x, slices, TEMPERATURE, true_task=t) for t in (0, n_tasks - 1)]
+            answers[mode] = [predict(bank, x, slices, TEMPERATURE, "max_confidence", true_task=t) for t in (0, n_tasks - 1)]
     first = answers[modes[0]]
     for mode in modes[1:]:
         for a, b in zip(first, answers[mode]):
@@ -244,7 +244,7 @@ def test_banks_do_not_change_the_model():
     for mode in ("module", "graph", "batched"):
         bank = SubnetworkBank(model, ownership, snapshots, N_TASKS, True, mode=mode)
         with torch.no_grad():
-            predict(bank, torch.randn(3, 3, 8, 8), slices, TEMPERATURE, true_task=0)
+            predict(bank, torch.randn(3, 3, 8, 8), slices, TEMPERATURE, "max_confidence", true_task=0)
     after = model.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)

@@ -17,11 +17,11 @@ import sys
 from typing import Optional, Sequence
 
 from avalanche_mind.cli.evaluate import cmd_evaluate
+from avalanche_mind.cli.export import run_export
 from avalanche_mind.cli.options import PROG
 from avalanche_mind.cli.parser import build_parser
 from avalanche_mind.cli.train import cmd_train
 from avalanche_mind.errors import CheckpointError, TrainingDivergedError
-from avalanche_mind.cli.export import run_export
 from avalanche_mind.preflight import CLIError
 from avalanche_mind.runner.compare import main as compare
 

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import argparse
 
+from avalanche_mind.cli.export import add_export_arguments
 from avalanche_mind.cli.options import PROG, add_benchmark_arguments, add_recorded_model_arguments, formatter, int_list
 from avalanche_mind.core.config import DEFAULTS
 from avalanche_mind.core.distributed import DEFAULT_TIMEOUT_S
-from avalanche_mind.cli.export import add_export_arguments
 from avalanche_mind.core.losses import DISTILL_LOSSES
+from avalanche_mind.logging.wandb_logger import add_wandb_arguments
 from avalanche_mind.models import MODEL_NAMES
 from avalanche_mind.preflight import OneLineParser
 from avalanche_mind.settings import NEGATIVE_SOURCES, NEW_WEIGHTS, PAPER_SETTINGS, REJECTIONS
 from avalanche_mind.task_id.rules import TASK_INFERENCE_RULES
-from avalanche_mind.logging.wandb_logger import add_wandb_arguments
 
 
 def _default(name: str) -> str:

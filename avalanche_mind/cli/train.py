@@ -26,19 +26,19 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 import torch.distributed as dist
 
-from avalanche_mind.io.checkpoint import CheckpointError, CheckpointPlugin, load_checkpoint, read_checkpoint
 from avalanche_mind.cli.builders import benchmark_shape, build_benchmark, build_model
 from avalanche_mind.cli.options import MIND_OPTIONS, PROG, key_values
 from avalanche_mind.core.config import MINDConfig, resolve_settings
 from avalanche_mind.core.distributed import init_from_environment, is_distributed, is_main_process
+from avalanche_mind.core.strategy import MIND
+from avalanche_mind.inference.metrics import mind_evaluator
+from avalanche_mind.io.checkpoint import CheckpointError, CheckpointPlugin, load_checkpoint, read_checkpoint
 from avalanche_mind.io.files import atomic_write_text
 from avalanche_mind.io.locking import OutputBusy, OutputLock
-from avalanche_mind.inference.metrics import mind_evaluator
+from avalanche_mind.logging.wandb_logger import MINDWandBLogger, check_wandb_names, wandb_logger_from_args
 from avalanche_mind.preflight import CLIError, check_device, check_writable
 from avalanche_mind.runner.presets import get_preset
 from avalanche_mind.runner.reproducible import seed_everything, set_threads
-from avalanche_mind.core.strategy import MIND
-from avalanche_mind.logging.wandb_logger import MINDWandBLogger, check_wandb_names, wandb_logger_from_args
 
 
 def resume_command(argv: Sequence[str]) -> str:

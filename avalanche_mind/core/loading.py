@@ -10,12 +10,7 @@ from __future__ import annotations
 
 from torch.utils.data import DataLoader
 
-from avalanche_mind.core.distributed import (
-    average_gradients,
-    is_distributed,
-    set_epoch,
-    shard_sampler,
-)
+from avalanche_mind.core.distributed import average_gradients, is_distributed, set_epoch, shard_sampler
 from avalanche_mind.plugins.teacher import IndexedDataset
 
 

@@ -24,17 +24,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import fields
-from typing import (
-    Any,
-    Callable,
-    Dict,
-    Iterable,
-    List,
-    Mapping,
-    Optional,
-    Sequence,
-    Union,
-)
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -47,24 +37,13 @@ from torch.optim.lr_scheduler import MultiStepLR
 
 from avalanche_mind.core.batchnorm import batchnorm_state, freeze_batchnorm_to
 from avalanche_mind.core.config import MINDConfig
-from avalanche_mind.core.distributed import (
-    average_batchnorm_statistics,
-    check_same_start,
-)
+from avalanche_mind.core.distributed import average_batchnorm_statistics, check_same_start
 from avalanche_mind.core.evaluation import TaskAgnosticEvaluation
 from avalanche_mind.core.layers import ensure_gated
 from avalanche_mind.core.loading import DataParallelLoading
 from avalanche_mind.core.losses import DISTILL_LOSSES, rotation_rejection_loss
-from avalanche_mind.core.negatives import (
-    NegativePool,
-    negative_pool,
-    negatives_to_store,
-)
-from avalanche_mind.core.ownership import (
-    Capacity,
-    OwnershipMap,
-    forward_from_classifier,
-)
+from avalanche_mind.core.negatives import NegativePool, negative_pool, negatives_to_store
+from avalanche_mind.core.ownership import Capacity, OwnershipMap, forward_from_classifier
 from avalanche_mind.core.phase import Phase
 from avalanche_mind.core.state import MINDState
 from avalanche_mind.errors import PhaseError, diverged
@@ -73,11 +52,7 @@ from avalanche_mind.inference.metrics import default_mind_evaluator
 from avalanche_mind.io.strategy_state import load_strategy_state, strategy_state
 from avalanche_mind.logging.progress import DistillationProgressPlugin
 from avalanche_mind.plugins.gating import GatingPlugin
-from avalanche_mind.plugins.teacher import (
-    OptimizerFactory,
-    TeacherContext,
-    TeacherPlugin,
-)
+from avalanche_mind.plugins.teacher import OptimizerFactory, TeacherContext, TeacherPlugin
 from avalanche_mind.task_id import check_rule
 from avalanche_mind.task_id.gather import gather_task_statistics
 

@@ -260,7 +260,7 @@ def predict(
     x: Tensor,
     slices: Sequence[Tensor],
     temperature: float,
-    rule: str = "max_confidence",
+    rule: str,
     true_task: Optional[int] = None,
     statistics: Optional[ScoreStatistics] = None,
 ) -> Prediction:

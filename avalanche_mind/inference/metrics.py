@@ -12,12 +12,7 @@ from typing import List
 
 import torch
 from avalanche.evaluation import GenericPluginMetric
-from avalanche.evaluation.metrics import (
-    Accuracy,
-    accuracy_metrics,
-    forgetting_metrics,
-    loss_metrics,
-)
+from avalanche.evaluation.metrics import Accuracy, accuracy_metrics, forgetting_metrics, loss_metrics
 from avalanche.logging import InteractiveLogger
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate

@@ -22,13 +22,13 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from avalanche_mind.io.checkpoint import CheckpointError, read_checkpoint
 from avalanche_mind.core.config import DEFAULTS, MINDConfig
-from avalanche_mind.io.strategy_state import check_consistency, check_model_matches, to_device
-from avalanche_mind.inference.bank import SubnetworkBank, predict
 from avalanche_mind.core.layers import gate_model, gated_layers
 from avalanche_mind.core.ownership import Capacity, OwnershipMap, set_owner_dtype
 from avalanche_mind.core.state import MINDState
+from avalanche_mind.inference.bank import SubnetworkBank, predict
+from avalanche_mind.io.checkpoint import CheckpointError, read_checkpoint
+from avalanche_mind.io.strategy_state import check_consistency, check_model_matches, to_device
 from avalanche_mind.task_id.rules import STATISTICS_RULES
 
 TaskArg = Union[None, int, Sequence[int], Tensor]

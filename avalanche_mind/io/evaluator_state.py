@@ -12,7 +12,6 @@ from typing import Any, Dict, List, Mapping
 import torch
 from torch import Tensor, nn
 
-
 # Avalanche's metrics keep state across experiences (forgetting remembers each
 # experience's first accuracy). It is saved generically: the plain attributes of
 # each metric object (numbers, strings, tensors, and dicts/lists/Avalanche objects

@@ -22,11 +22,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import MultiStepLR
 from torch.utils.data import DataLoader
 
-from avalanche_mind.core.distributed import (
-    average_batchnorm_statistics,
-    average_gradients,
-    set_epoch,
-)
+from avalanche_mind.core.distributed import average_batchnorm_statistics, average_gradients, set_epoch
 from avalanche_mind.core.layers import FREE, reinitialise
 from avalanche_mind.core.ownership import OwnershipMap
 from avalanche_mind.errors import TrainingDivergedError

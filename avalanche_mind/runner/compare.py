@@ -56,6 +56,7 @@ import torch
 
 from avalanche_mind.data.registry import benchmark_names
 from avalanche_mind.io.locking import OutputBusy, OutputLock
+from avalanche_mind.logging.wandb_logger import add_wandb_arguments, check_wandb_names, wandb_logger_from_args
 from avalanche_mind.preflight import CLIError, OneLineParser, check_device, check_writable
 from avalanche_mind.runner import parallel, records, report, tuning
 from avalanche_mind.runner.loop import OutputError, loaded, run, run_serial
@@ -63,7 +64,6 @@ from avalanche_mind.runner.presets import PRESETS, Preset, check_overrides, get_
 from avalanche_mind.runner.reproducible import default_threads, set_threads
 from avalanche_mind.runner.strategies import DEFAULT_STRATEGIES, LADDER, STRATEGIES
 from avalanche_mind.task_id.rules import TASK_INFERENCE_RULES
-from avalanche_mind.logging.wandb_logger import add_wandb_arguments, check_wandb_names, wandb_logger_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,11 +31,7 @@ from typing import Any, List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
-from avalanche.models.packnet import (
-    PackNetModel,
-    PackNetPlugin,
-    WeightAndBiasPackNetModule,
-)
+from avalanche.models.packnet import PackNetModel, PackNetPlugin, WeightAndBiasPackNetModule
 from avalanche.training.templates import SupervisedTemplate
 from torch import Tensor, nn
 

@@ -18,8 +18,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import matplotlib
 import numpy as np
 
-from avalanche_mind.logging.accuracy_matrix import forgetting_from_matrix
 from avalanche_mind.io.files import atomic_write_text
+from avalanche_mind.logging.accuracy_matrix import forgetting_from_matrix
 from avalanche_mind.runner.presets import Preset
 from avalanche_mind.runner.validation import VALIDATION_FRACTION
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, Dict, List
 
+from avalanche_mind.core.config import resolve_settings
+from avalanche_mind.core.strategy import MIND
 from avalanche_mind.models import build_model
 from avalanche_mind.runner.baselines import BASELINES
 from avalanche_mind.runner.presets import Preset
-from avalanche_mind.core.config import resolve_settings
-from avalanche_mind.core.strategy import MIND
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,7 @@ from avalanche_mind.task_id.rules import (
     scores_with,
     task_scores,
 )
-from avalanche_mind.task_id.statistics import (
-    N_FEATURES,
-    ScoreStatistics,
-    rotations,
-    uniform_target_loss,
-)
+from avalanche_mind.task_id.statistics import N_FEATURES, ScoreStatistics, rotations, uniform_target_loss
 
 __all__ = [
     "N_FEATURES", "STATISTICS_RULES", "TASK_INFERENCE_RULES", "ScoreStatistics", "check_rule", "choose_task",
