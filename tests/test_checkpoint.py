@@ -297,3 +297,21 @@ def test_evaluation_leaves_the_training_random_state_untouched():
     before = torch.get_rng_state()
     strategy.eval(benchmark.test_stream)
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_atomic_save_removes_leftovers_of_killed_saves_and_follows_the_umask(tmp_path):
+    from avalanche_mind.io.checkpoint import atomic_torch_save
+
+    path = tmp_path / "run.pt"
+    old_style = tmp_path / ".run.pt.k2j3h4.tmp"  # a kill mid-save, before pids were in the name
+    dead = tmp_path / ".run.pt.pid999999999.abc.tmp"  # a kill mid-save: no such process
+    alive = tmp_path / f".run.pt.pid{os.getpid()}.xyz.tmp"  # a save in progress: kept
+    other = tmp_path / ".other.pt.abc.tmp"  # another file's: not ours to remove
+    for leftover in (old_style, dead, alive, other):
+        leftover.write_bytes(b"partial")
+    atomic_torch_save({"x": 1}, path)
+    assert not old_style.exists() and not dead.exists()
+    assert alive.exists() and other.exists()
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from avalanche_mind import cli
+from avalanche_mind import MIND, cli
 from avalanche_mind.io.checkpoint import read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,3 +189,109 @@ def test_paper_flag_gives_the_papers_method_and_defaults_stay_mind_s():
     preset = resolve_train(build_parser().parse_args(["train", "--preset", "tiny", "--epochs", "3"]))
     assert (preset["benchmark"], preset["model"], preset["model_kwargs"]) == ("toy", "small_cnn", {"width": 4})
     assert preset["mind"]["teacher_epochs"] == 1 and preset["mind"]["train_epochs"] == 3  # the option wins
+
+
+@pytest.mark.parametrize("option", ["--results", "--checkpoint"])
+def test_train_refuses_an_unwritable_output_before_training(tmp_path, capsys, monkeypatch, option):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    trained = []
+    monkeypatch.setattr(MIND, "train", lambda *a, **k: trained.append(1))
+    code, out, err = run_cli(["train", *TINY, option, blocker / "out" / "x"], capsys)
+    assert code == 2 and not trained
+    assert err.strip() == (f"avalanche-mind train: error: {option} {blocker / 'out' / 'x'} cannot be written: "
+                           f"{blocker} is a file, not a folder. (Checked before training, so no work is lost.)")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--device", "cuda:99"], "--device cuda:99: "),
+    (["--device", "nonsense"], "--device 'nonsense' is not a torch device; use cpu, cuda or cuda:N"),
+    (["--model-arg", "width=0"], "the model has empty layers (0.weight has shape [0, 3, 3, 3]"),
+    (["--lr", "inf"], "lr must be finite, got inf"),
+    (["--lr-gamma", "nan"], "lr_gamma must be finite, got nan"),
+    (["--beta", "inf"], "beta must be finite, got inf"),
+])
+def test_train_reports_a_bad_option_in_one_line_with_status_2(tmp_path, capsys, argv, message):
+    code, out, err = run_cli(["train", *TINY, *argv], capsys)
+    assert code == 2
+    assert err.startswith("avalanche-mind train: error: ") and message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_ctrl_c_in_train_names_the_last_checkpoint_and_the_command_that_resumes(tmp_path, capsys, monkeypatch):
+    ckpt = tmp_path / "run.pt"
+    real_train = MIND.train
+    calls = []
+
+    def train_then_interrupt(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_train(self, *args, **kwargs)
+
+    monkeypatch.setattr(MIND, "train", train_then_interrupt)
+    argv = ["train", *TINY, "--checkpoint", str(ckpt)]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 130
+    lines = err.strip().splitlines()
+    assert lines[0] == (f"avalanche-mind train: interrupted after 1 of 3 experiences; the last checkpoint, "
+                        f"{ckpt}, holds 1 trained experience(s).")
+    assert lines[1] == "Resume with: " + shlex.join(["avalanche-mind", *argv, "--resume"])
+    monkeypatch.setattr(MIND, "train", real_train)
+    code, out, err = run_cli(shlex.split(lines[1].split(": ", 1)[1])[1:], capsys)
+    assert code == 0, err
+    assert read_checkpoint(ckpt).n_trained == 3
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_train_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    import avalanche_mind.io.checkpoint as checkpoint
+
+    ckpt = tmp_path / "run.pt"
+    real_save = checkpoint.torch.save
+
+    def save(obj, fh, *args, **kwargs):
+        if ckpt.exists():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, fh, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.torch, "save", save)
+    code, out, err = run_cli(["train", *TINY, "--checkpoint", ckpt], capsys)
+    assert code == 2
+    assert err.startswith(f"avalanche-mind train: error: could not write {ckpt}: No space left on device; the "
+                          f"last checkpoint, {ckpt}, holds 1 trained experience(s); after freeing space, resume "
+                          "with: avalanche-mind train ")
+    monkeypatch.undo()
+    assert checkpoint.read_checkpoint(ckpt).n_trained == 1
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_train_s_line_per_experience_averages_over_the_trained_experiences(tmp_path, capsys):
+    loud = [a for a in TINY if a != "--quiet"]
+    code, out, err = run_cli(["train", *loud], capsys)
+    assert code == 0, err
+    first = next(line for line in out.splitlines() if line.startswith("[1/3]"))
+    values = dict(cell.split() for cell in first[len("[1/3] "):].split(" (")[0].split(", "))
+    assert first.endswith("(on the 1 trained test experience)")
+    assert values["TaskId"] == "1.0000" and values["TAg"] == values["TAw"]  # one task: TAg is TAw
+
+
+def test_importing_the_package_and_its_command_prints_no_qpsolvers_warning():
+    result = subprocess.run([sys.executable, "-W", "default", "-c", "import avalanche_mind.cli, avalanche_mind"],
+                            capture_output=True, text=True, check=True)
+    assert "qpsolvers" not in result.stderr and "QP solver" not in result.stderr, result.stderr
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "run.pt"
+    assert cli.main(["train", *TINY, "--checkpoint", str(path)]) == 0
+    return path
+
+
+def test_evaluate_refuses_a_benchmark_whose_classes_differ_from_the_checkpoint_s(trained_checkpoint, capsys):
+    code, out, err = run_cli(["evaluate", trained_checkpoint, "--benchmark-arg", "n_experiences=2", "--benchmark-arg",
+                              "classes_per_experience=3", "--benchmark-arg", "image_size=12"], capsys)
+    assert code == 2
+    assert err.startswith(f"avalanche-mind evaluate: error: benchmark 'toy' does not match {trained_checkpoint}: "
+                          "its test experience 0 has classes [0, 1, 2], the checkpoint's experience 0 was trained "
+                          "on [0, 1]")

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from avalanche_mind import MIND, gresnet32
 from avalanche_mind.runner import compare
@@ -330,3 +331,35 @@ def test_domain_toy_benchmark_runs_every_isolation_method_and_baseline(tmp_path)
     assert list(result["strategies"]) == ["mind", "packnet", "naive"]
     for name, entry in result["strategies"].items():
         assert entry["mean"]["tag"] is not None and entry["mean"]["taw"] is not None, name
+
+
+def test_an_unwritable_out_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setattr(compare, "run", lambda *a, **k: pytest.fail("trained before checking --out"))
+    for out in (blocker, blocker / "sub"):
+        assert compare.main(["--tiny", "--strategies", "naive", "--out", str(out)]) == 2
+        assert "Traceback" not in capsys.readouterr().err
+    compare.main(["--tiny", "--strategies", "naive", "--out", str(blocker / "sub")])
+    assert capsys.readouterr().err.strip() == (f"error: --out {blocker / 'sub'} cannot be written: {blocker} is a "
+                                               "file, not a folder. (Checked before training, so no work is lost.)")
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("teacher_epochs=abc", "--set teacher_epochs='abc': teacher_epochs must be an integer >= 0, got 'abc' "
+                           "(the preset has 1)"),
+    ("lr=1e400", "--set lr=inf: lr must be finite, got inf (the preset has 0.01)"),
+    ("milestones=1.5", "--set milestones=1.5: milestones must be a list of integer epochs"),
+    ("batch_size=0", "--set train_mb_size=0: train_mb_size must be an integer >= 1, got 0 (the preset has 16)"),
+])
+def test_a_bad_set_value_exits_2_naming_the_field(capsys, assignment, message):
+    assert compare.main(["--tiny", "--set", assignment]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: " + message), err
+    assert "Traceback" not in err
+
+
+def test_device_cuda_without_a_gpu_exits_2(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert compare.main(["--tiny", "--device", "cuda"]) == 2
+    assert "torch sees no CUDA GPU" in capsys.readouterr().err

@@ -119,3 +119,19 @@ def test_wrong_model_or_damaged_file_is_an_error_not_a_wrong_model(trained, tmp_
         Predictor.from_checkpoint(damaged, small_cnn(2 * N_EXP, width=WIDTH))
     with pytest.raises(TypeError):
         Predictor.from_checkpoint(path, "small_cnn")
+
+
+def test_nonfinite_inputs_a_missing_batch_dimension_and_an_infinite_temperature_are_refused(trained):
+    path, _, _ = trained
+    predictor = Predictor.from_checkpoint(path, small_cnn(6, width=6))
+    x = torch.rand(4, 3, 12, 12)
+    predictor.predict(x)
+    x[1, 0, 0, 0] = float("nan")
+    x[2, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"inputs hold 2 NaN or infinite value\(s\) \(of 1728\)"):
+        predictor.predict(x)
+    with pytest.raises(ValueError, match=r"inputs must be a batch with 4 dimensions \(N first\), got one sample of "
+                                         r"shape \[3, 12, 12\]: add the batch dimension, e.g. x.unsqueeze\(0\)"):
+        predictor.predict(torch.rand(3, 12, 12), task=0)
+    with pytest.raises(ValueError, match="temperature must be finite"):
+        Predictor.from_checkpoint(path, small_cnn(6, width=6), temperature=float("inf"))

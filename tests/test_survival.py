@@ -5,6 +5,7 @@ import errno
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -174,3 +175,27 @@ def test_a_record_that_cannot_be_written_does_not_stop_the_comparison(tmp_path, 
     assert status == 0, err[-2000:]
     assert "could not record [naive seed 0]" in err and "No space left on device" in err
     assert json.loads((tmp_path / "results.json").read_text())["strategies"]["naive"]["runs"]
+
+
+def test_a_failing_results_write_prints_the_table_first_and_saves_every_figure_elsewhere(tmp_path, capsys,
+                                                                                        monkeypatch):
+    import avalanche_mind.runner.report as report
+
+    def full_disk(result, out):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "write_all", full_disk)
+    status = compare.main(["--tiny", "--strategies", "naive", "--out", str(tmp_path / "out"), "--quiet"])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert "| Naive (lower bound)" in captured.out  # the table, printed before the write
+    message = captured.err.strip()
+    assert message.startswith(f"error: could not write the results under {tmp_path / 'out'} (No space left on "
+                              "device); every figure is saved in ")
+    saved = Path(message.split("every figure is saved in ", 1)[1].split(" instead", 1)[0])
+    assert json.loads(saved.read_text())["strategies"]["naive"]["tag_matrix_mean"]
+    monkeypatch.undo()  # the fallback is a comparison's folder: --redraw draws its table and plots
+    assert message.endswith(f"(its table and plots: compare --redraw {saved.parent})")
+    assert compare.main(["--redraw", str(saved.parent)]) == 0
+    assert (saved.parent / "accuracy_curves.png").is_file()
+    shutil.rmtree(saved.parent)

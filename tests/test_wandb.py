@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from avalanche_mind import MIND, mind_metrics, small_cnn
 from avalanche_mind.logging.accuracy_matrix import forgetting_from_matrix
 from avalanche_mind.data.toy import toy_class_incremental
 from avalanche_mind.logging.wandb_logger import MINDWandBLogger, add_wandb_arguments, wandb_logger_from_args
+from test_cli import TINY, run_cli
 from wandb_records import read_offline_run
 
 N_EXP = 3
@@ -218,3 +220,19 @@ def test_compare_runner_logs_one_offline_run_per_strategy_and_seed(tmp_path, off
             assert {"teacher/loss", "distillation/loss", "capacity/total"} <= keys
         else:  # a baseline's training loss is not called distillation
             assert "train/loss" in keys and not any(k.startswith(("teacher/", "distillation/")) for k in keys)
+
+
+def test_train_refuses_a_wandb_dir_that_is_a_file(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, out, err = run_cli(["train", *TINY, "--wandb", "--wandb-mode", "offline", "--wandb-dir", blocker], capsys)
+    assert code == 2 and f"--wandb-dir {blocker} is a file, not a folder" in err
+
+
+def test_online_mode_without_a_server_fails_in_seconds_naming_offline_mode(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    start = time.monotonic()
+    code, out, err = run_cli(["train", *TINY, "--wandb", "--wandb-mode", "online", "--wandb-dir", tmp_path], capsys)
+    assert time.monotonic() - start < 60  # wandb's own timeout is about 100 s
+    assert code == 2 and "cannot reach http://127.0.0.1:9" in err and "--wandb-mode offline" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
