@@ -1,11 +1,13 @@
-"""The README's result tables, written from the records in ``benchmarks/records/`` so they cannot drift.
+"""The README's arguments and result tables, written from MINDConfig and the records in ``benchmarks/records/`` so they cannot drift.
 
 ::
 
     python benchmarks/readme_tables.py           # rewrite the tables in README.md
     python benchmarks/readme_tables.py --check   # exit 1 if README.md's tables differ from the records
 
-Each table sits in README.md between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``.
+Each results table sits in README.md between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``;
+the arguments table, written from :class:`~avalanche_mind.core.config.MINDConfig` (its docstring's
+``:param`` entries and its field defaults), between ``<!-- arguments -->`` and ``<!-- /arguments -->``.
 Every figure is a record's mean ± std over its seeds; a row names the record (one
 invocation of the runner) it comes from, and training times are compared only
 with the reference row of the same record: two invocations ran under different loads.
@@ -133,12 +135,63 @@ def render(table: Table) -> str:
     return "\n".join(lines)
 
 
+RECORDED_ONLY = ("optimizer", "teacher_optimizer")
+"""MINDConfig fields that record what ran rather than set it: not rows of the arguments table."""
+
+
+def _markdown(text: str) -> str:
+    """A docstring fragment as Markdown: ``code`` and :role:`target` as `code`, "choices" as `"choices"`."""
+    text = re.sub(r":\w+:`~?([^`]+)`", r"`\1`", " ".join(text.split()))
+    text = re.sub(r"``([^`]+)``", r"`\1`", text)
+    return re.sub(r'(?<![`\w])"(\w+)"', r'`"\1"`', text)
+
+
+def _value(value) -> str:
+    return f'`"{value}"`' if isinstance(value, str) else f"`{value!r}`"
+
+
+def config_parameters() -> List[tuple]:
+    """``(names, meaning)`` of every ``:param`` entry of MINDConfig's docstring, in order."""
+    from avalanche_mind.core.config import MINDConfig
+
+    doc = MINDConfig.__doc__
+    return [(tuple(n.strip() for n in names.split(",")), meaning)
+            for names, meaning in re.findall(r":param ([\w, ]+): (.*?)(?=\n\s*:param |\n\s*\n|$)", doc, re.S)]
+
+
+def arguments_table() -> str:
+    """The README's arguments table: one row per ``:param`` of MINDConfig, defaults from its fields."""
+    import dataclasses
+
+    from avalanche_mind.core.config import MINDConfig
+    from avalanche_mind.settings import PAPER_SETTINGS
+
+    fields = {f.name: f for f in dataclasses.fields(MINDConfig)}
+    lines = ["| argument | default | meaning |", "|---|---|---|"]
+    for names, meaning in config_parameters():
+        if set(names) <= set(RECORDED_ONLY):
+            continue
+        defaults = []
+        for name in names:
+            default = fields[name].default
+            cell = "required" if default is dataclasses.MISSING else _value(default)
+            if name in PAPER_SETTINGS and PAPER_SETTINGS[name] != default:
+                cell += f" (paper: {_value(PAPER_SETTINGS[name])})"
+            defaults.append(cell)
+        lines.append(f"| {', '.join(f'`{n}`' for n in names)} | {', '.join(defaults)} | {_markdown(meaning)} |")
+    return "\n".join(lines)
+
+
 def _pattern(name: str) -> "re.Pattern[str]":
     return re.compile(rf"(<!-- results:{re.escape(name)} -->\n)(.*?)(<!-- /results:{re.escape(name)} -->)", re.S)
 
 
 def rewritten(text: str) -> str:
-    """``text`` (the README) with every results block replaced by its table from the records."""
+    """``text`` (the README) with the arguments block and every results block written afresh."""
+    arguments = re.compile(r"(<!-- arguments -->\n)(.*?)(<!-- /arguments -->)", re.S)
+    if not arguments.search(text):
+        raise SystemExit("README.md has no block <!-- arguments --> ... <!-- /arguments -->")
+    text = arguments.sub(lambda m: m.group(1) + arguments_table() + "\n" + m.group(3), text)
     for name, table in TABLES.items():
         pattern = _pattern(name)
         if not pattern.search(text):

@@ -42,3 +42,18 @@ def test_a_changed_record_would_be_noticed(monkeypatch):
 
     monkeypatch.setattr(tables, "_load", shifted)
     assert tables.rewritten(README) != README
+
+
+def test_the_arguments_table_covers_every_setting_of_mind_config():
+    import dataclasses
+
+    from avalanche_mind.core.config import MINDConfig
+
+    tables = _tables()
+    documented = [name for names, _ in tables.config_parameters() for name in names]
+    assert sorted(documented) == sorted(f.name for f in dataclasses.fields(MINDConfig))
+    table = tables.arguments_table()
+    for name in documented:
+        if name not in tables.RECORDED_ONLY:
+            assert f"`{name}`" in table and f"`{name}`" in README
+    assert '| `task_inference` | `"likelihood_ratio"` (paper: `"max_confidence"`)' in table

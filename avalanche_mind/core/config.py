@@ -74,56 +74,52 @@ def check_allocation_rule(rule: Any) -> None:
 class MINDConfig:
     """Every hyperparameter of a MIND run, with its meaning and its default.
 
-    :param n_experiences: how many experiences the model's capacity is split into
-        (``capacity="equal"``), or, with a fractional ``capacity``, only an upper
-        bound on the number of experiences (it sizes the int8/int16 ownership map);
-        training one experience more is refused in both cases.
-    :param teacher_epochs: epochs of the teacher phase; ``train_epochs``: epochs of
-        the distillation phase.
-    :param beta: weight of the distillation term. ``distill_loss``: "js", "kl",
-        "cosine" or "l2". ``temperature``: softmax temperature of the TAg task choice.
-    :param self_distillation: train the teacher in place on FREE weights (one
-        network held) instead of a fresh copy of the model.
-    :param weight_sharing: sub-network t uses weights of tasks 0..t (True) or only t.
-    :param bn_per_task: one BatchNorm snapshot per experience (True) or task 0's only.
-    :param task_inference: how the TAg choice picks a sub-network: "max_confidence" (the
-        paper's), "entropy", "max_logit", "energy", "zscore", "likelihood_ratio" or
-        "shared_foreign" (the last three use score statistics gathered from training
-        data; see :mod:`avalanche_mind.task_id.rules`).
-    :param new_weights: "zero": with weight sharing, weights newly given to experience
-        t >= 1 start at zero, so its student starts as sub-network t-1 (the authors'
-        code); "random": He-normal re-initialisation.
-    :param rejection: train-time rejection of foreign inputs: None (the paper) or
-        "rotation": in both phases, each batch rotated by 90/180/270 degrees is also
-        shown to the network with a uniform target on the output slice (outlier
-        exposure with surrogate foreign inputs), weighted by ``rejection_weight``.
-    :param negatives: cross-task negatives (see :mod:`avalanche_mind.core.negatives`): None,
-        "transforms" (current inputs mixed across classes or patch-shuffled), "features"
-        (earlier classes' stored feature Gaussians through the new slice's classifier) or
-        "inversion" (images rebuilt from earlier sub-networks and their BatchNorm
-        snapshots): shown with a uniform target on the slice in both phases, weighted by
-        ``negative_weight``, never updating BatchNorm's running statistics.
-    :param negative_memory: the rehearsal reference, off (0) by default: k real images
-        per class of every experience kept and used only as negatives of later ones.
-    :param lr, milestones, lr_gamma, weight_decay: the distillation optimiser's (AdamW)
-        learning rate, reset at every experience, and MultiStepLR stepped once per epoch;
-        ``teacher_lr``, ``teacher_milestones``: the teacher phase's.
+    One ``:param`` per row of the README's arguments table, which
+    ``benchmarks/readme_tables.py`` writes from this docstring and the field defaults.
+
+    :param n_experiences: experiences the capacity is split into (an upper bound with a fractional
+        ``capacity``; it sizes the ownership map); training one more is refused.
+    :param teacher_epochs, train_epochs: epochs of the teacher phase and of the distillation phase.
+    :param teacher_lr, teacher_milestones: the teacher phase's AdamW learning rate and MultiStepLR milestones.
+    :param lr, milestones: the distillation phase's AdamW learning rate (reset at every experience) and
+        MultiStepLR milestones (stepped once per epoch).
+    :param lr_gamma, weight_decay: MultiStepLR's factor and AdamW's weight decay, both phases.
     :param train_mb_size, eval_mb_size: minibatch sizes of training and evaluation.
-    :param capacity: "equal" (numel // n_experiences per layer, the paper's rule,
-        which needs the stream length in advance) or a float ``f`` in (0, 1): each
-        experience gets the fraction ``f`` of the weights still FREE in every layer
-        (experience ``t`` about ``f * (1 - f) ** t`` of it), which needs no stream
-        length: for example ``capacity=0.1, n_experiences=100`` trains any stream of up
-        to 100 experiences.
-    :param optimizer, teacher_optimizer: class names of the optimisers in use (recorded).
+    :param beta: weight of the distillation term.
+    :param distill_loss: "js" (Jensen-Shannon), "symmetric_kl" (the authors' code: the mean of both
+        KLs, about 4x JS near agreement), "kl", "cosine" or "l2".
+    :param temperature: softmax temperature of the TAg task choice (test time only).
+    :param self_distillation: the teacher is trained in place on FREE weights (one network held)
+        instead of as a fresh copy of the model.
+    :param new_weights: start of the weights given to experience t >= 1: "zero" (with weight sharing,
+        student t starts as sub-network t-1, as in the authors' code) or "random" (He normal).
+    :param negatives, negative_weight: cross-task negatives, shown with a uniform target on the slice
+        in both phases, never updating BatchNorm's running statistics (see
+        :mod:`avalanche_mind.core.negatives`): "features" (earlier classes' stored feature Gaussians
+        through the new slice's classifier), "inversion" (images rebuilt from earlier sub-networks and
+        their BatchNorm snapshots), "transforms" (current inputs mixed across classes or
+        patch-shuffled), or None.
+    :param negative_memory: the rehearsal reference, **not exemplar-free**: k real images per class
+        kept and used only as negatives of later experiences (0: off).
+    :param rejection, rejection_weight: "rotation": train-time rejection of foreign inputs (each batch
+        turned by 90/180/270 degrees, uniform target on the slice, both phases), or None.
+    :param weight_sharing: sub-network t uses the weights of experiences 0..t (True) or only t's.
+    :param bn_per_task: one BatchNorm snapshot per experience (True) or experience 0's only.
+    :param task_inference: how TAg picks a sub-network: "max_confidence" (the paper's), "entropy",
+        "max_logit", "energy", or a rule on statistics of training data: "zscore",
+        "likelihood_ratio", "shared_foreign" (see :mod:`avalanche_mind.task_id.rules`).
+    :param capacity: "equal" (numel // n_experiences per layer, the paper's rule: needs the stream
+        length) or a float f in (0, 1): each experience gets the fraction f of every layer's
+        still-FREE weights, so ``n_experiences`` is only an upper bound (e.g. ``capacity=0.1,
+        n_experiences=100``).
+    :param optimizer, teacher_optimizer: recorded: the class names of the optimisers in use (MIND's
+        ``optimizer`` / ``teacher_optimizer`` keywords take your own instance / factory).
 
     The schedule and optimiser defaults are the paper's CIFAR-100/10 settings;
-    ``self_distillation``, ``new_weights``, ``task_inference`` and ``negatives`` default
-    to the configuration chosen on the validation split (``compare --validation``, 3
-    seeds); ``PAPER_SETTINGS`` gives the paper's.
-    ``optimizer``/``teacher_optimizer`` record the class names of the optimisers
-    in use, and ``lr``/``weight_decay`` the distillation optimiser's actual values,
-    so a configuration describes what ran even with a user's own optimiser.
+    ``self_distillation``, ``task_inference`` and ``negatives`` default to the configuration
+    chosen on the validation split (``compare --validation``, 3 seeds); ``PAPER_SETTINGS``
+    gives the paper's. ``lr``/``weight_decay`` record the distillation optimiser's actual
+    values, so a configuration describes what ran even with a user's own optimiser.
     """
 
     n_experiences: int
