@@ -155,3 +155,20 @@ def test_a_last_linear_that_is_not_the_output_layer_is_refused(class_incremental
                                          r"come from that layer. Register the output layer last"):
         strategy.train(class_incremental.train_stream[0], eval_streams=[])
     assert strategy.state.n_tasks == 0
+
+
+def test_mind_without_a_seed_trains_whatever_torch_s_initial_seed():
+    """MIND's default seed is torch.initial_seed(), a 64-bit number in a fresh process: the seeds derived
+    from it must stay in the generator's range (a 63-bit overflow once stopped the README's pipeline)."""
+    from avalanche_mind import MIND, small_cnn
+    from avalanche_mind.data.toy import toy_class_incremental
+
+    from helpers import quiet_evaluator
+
+    torch.manual_seed(2**64 - 12345)  # what a fresh process may draw
+    stream = toy_class_incremental(n_experiences=2, classes_per_experience=2, per_class=10, test_per_class=2)
+    mind = MIND(model=small_cnn(4), n_experiences=2, teacher_epochs=1, train_epochs=1, evaluator=quiet_evaluator)
+    assert mind.seed >= 2**63
+    for experience in stream.train_stream:
+        mind.train(experience)
+    assert mind.state.n_tasks == 2

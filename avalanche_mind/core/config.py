@@ -79,12 +79,16 @@ class MINDConfig:
 
     :param n_experiences: experiences the capacity is split into (an upper bound with a fractional
         ``capacity``; it sizes the ownership map); training one more is refused.
-    :param teacher_epochs, train_epochs: epochs of the teacher phase and of the distillation phase.
-    :param teacher_lr, teacher_milestones: the teacher phase's AdamW learning rate and MultiStepLR milestones.
-    :param lr, milestones: the distillation phase's AdamW learning rate (reset at every experience) and
-        MultiStepLR milestones (stepped once per epoch).
-    :param lr_gamma, weight_decay: MultiStepLR's factor and AdamW's weight decay, both phases.
-    :param train_mb_size, eval_mb_size: minibatch sizes of training and evaluation.
+    :param teacher_epochs: epochs of the teacher phase.
+    :param train_epochs: epochs of the distillation phase.
+    :param teacher_lr: the teacher phase's AdamW learning rate.
+    :param teacher_milestones: the teacher phase's MultiStepLR milestones (epochs).
+    :param lr: the distillation phase's AdamW learning rate, reset at every experience.
+    :param milestones: the distillation phase's MultiStepLR milestones (stepped once per epoch).
+    :param lr_gamma: MultiStepLR's factor, both phases.
+    :param weight_decay: AdamW's weight decay, both phases.
+    :param train_mb_size: training minibatch size.
+    :param eval_mb_size: evaluation minibatch size.
     :param beta: weight of the distillation term.
     :param distill_loss: "js" (Jensen-Shannon), "symmetric_kl" (the authors' code: the mean of both
         KLs, about 4x JS near agreement), "kl", "cosine" or "l2".
@@ -93,16 +97,18 @@ class MINDConfig:
         instead of as a fresh copy of the model.
     :param new_weights: start of the weights given to experience t >= 1: "zero" (with weight sharing,
         student t starts as sub-network t-1, as in the authors' code) or "random" (He normal).
-    :param negatives, negative_weight: cross-task negatives, shown with a uniform target on the slice
+    :param negatives: cross-task negatives, shown with a uniform target on the slice
         in both phases, never updating BatchNorm's running statistics (see
         :mod:`avalanche_mind.core.negatives`): "features" (earlier classes' stored feature Gaussians
         through the new slice's classifier), "inversion" (images rebuilt from earlier sub-networks and
         their BatchNorm snapshots), "transforms" (current inputs mixed across classes or
         patch-shuffled), or None.
+    :param negative_weight: weight of the negatives' term.
     :param negative_memory: the rehearsal reference, **not exemplar-free**: k real images per class
         kept and used only as negatives of later experiences (0: off).
-    :param rejection, rejection_weight: "rotation": train-time rejection of foreign inputs (each batch
-        turned by 90/180/270 degrees, uniform target on the slice, both phases), or None.
+    :param rejection: "rotation": train-time rejection of foreign inputs (each batch turned by
+        90/180/270 degrees, uniform target on the slice, both phases), or None.
+    :param rejection_weight: weight of the rotation rejection term.
     :param weight_sharing: sub-network t uses the weights of experiences 0..t (True) or only t's.
     :param bn_per_task: one BatchNorm snapshot per experience (True) or experience 0's only.
     :param task_inference: how TAg picks a sub-network: "max_confidence" (the paper's), "entropy",
@@ -112,8 +118,10 @@ class MINDConfig:
         length) or a float f in (0, 1): each experience gets the fraction f of every layer's
         still-FREE weights, so ``n_experiences`` is only an upper bound (e.g. ``capacity=0.1,
         n_experiences=100``).
-    :param optimizer, teacher_optimizer: recorded: the class names of the optimisers in use (MIND's
-        ``optimizer`` / ``teacher_optimizer`` keywords take your own instance / factory).
+    :param optimizer: recorded: the class name of the distillation optimiser in use (MIND's
+        ``optimizer`` keyword takes your own instance).
+    :param teacher_optimizer: recorded: the class name of the teacher's optimiser (MIND's
+        ``teacher_optimizer`` keyword takes your own factory).
 
     The schedule and optimiser defaults are the paper's CIFAR-100/10 settings;
     ``self_distillation``, ``task_inference`` and ``negatives`` default to the configuration

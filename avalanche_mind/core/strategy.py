@@ -314,7 +314,7 @@ class MIND(TaskAgnosticEvaluation, DataParallelLoading, SupervisedTemplate):
         task = self.current_task
         stored, inversion = negatives_to_store(
             self.model, self.ownership, self.state, self.config, task, self.experience.dataset.eval(),
-            torch.Generator().manual_seed(self.seed * 1009 + task), last=task + 1 >= self.n_experiences,
+            torch.Generator().manual_seed((self.seed * 1009 + task) % 2**63), last=task + 1 >= self.n_experiences,
         )
         self.state.negative_bank.append(stored)
         if inversion is not None:
