@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from avalanche_mind import OwnershipMap, gresnet32
 from avalanche_mind.core.layers import batchnorm_modules
 from avalanche_mind.models.gresnet import ResNet
-from avalanche_mind.core.batchnorm import batchnorm_state
+from avalanche_mind.core.snapshots import experience_state
 
 
 # ------------------------------------------------------------------ records
@@ -117,7 +117,7 @@ def model_with_tasks(
             classes = [c % num_classes for c in range(task * per, (task + 1) * per)]
             ownership.allocate(task, classes, generator=generator)
             randomise_batchnorm(model, generator)
-            snapshots.append(batchnorm_state(model))
+            snapshots.append(experience_state(model))
             slices.append(torch.tensor(sorted(set(classes))))
     return model.eval(), ownership, snapshots, slices
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from avalanche_mind import OwnershipMap, gated_layers
-from avalanche_mind.core.batchnorm import load_batchnorm_state
+from avalanche_mind.core.snapshots import load_experience_state
 from avalanche_mind.core.state import MINDState
 
 
@@ -46,7 +46,7 @@ class DeepCopyBank:
                 for (_, src), (_, layer) in zip(gated_layers(self.model), gated_layers(net)):
                     layer.weight.mul_(self.ownership.subnetwork_mask(src, task, self.weight_sharing))
                     layer.mask = torch.ones((), device=layer.weight.device)
-            load_batchnorm_state(net, snapshot)
+            load_experience_state(net, snapshot)
             out.append(net.eval()(x))
         return out
 

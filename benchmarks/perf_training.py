@@ -86,7 +86,7 @@ def fresh_mind(model: nn.Module, reference: bool) -> Tuple[nn.Module, torch.opti
     if reference:
         guard = original_guard(m, own, TASK)
     else:
-        guard = guard_for(m, own, owner=TASK, shared_trainable=False, batchnorm_trainable=True)
+        guard = guard_for(m, own, owner=TASK, per_experience_trainable=True)
     return m, adamw(m), guard
 
 

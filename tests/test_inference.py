@@ -19,7 +19,7 @@ from avalanche_mind.inference.bank import SubnetworkBank, predict
 from avalanche_mind.core.layers import batchnorm_modules, gated_layers
 from avalanche_mind.models.gresnet import ResNet
 from avalanche_mind.core.ownership import OwnershipMap
-from avalanche_mind.core.batchnorm import batchnorm_state, load_batchnorm_state
+from avalanche_mind.core.snapshots import experience_state, load_experience_state
 from avalanche_mind.inference.tracing import Untraceable, trace_for_tasks
 
 N_CLASSES = 8
@@ -114,7 +114,7 @@ def with_tasks(model: nn.Module, n_tasks: int = N_TASKS, n_snapshots: Optional[i
                 bn.weight.copy_(0.5 + torch.rand(c, generator=g))
                 bn.bias.copy_(0.2 * torch.randn(c, generator=g))
             if task < n_snapshots:
-                snapshots.append(batchnorm_state(model))
+                snapshots.append(experience_state(model))
             slices.append(torch.tensor(classes))
     # Biases are shared, not owned: give them values so that folding them is checked.
     for module in model.modules():
@@ -126,15 +126,15 @@ def with_tasks(model: nn.Module, n_tasks: int = N_TASKS, n_snapshots: Optional[i
 
 def reference_logits(model, ownership, snapshots, task: int, x: Tensor, weight_sharing: bool) -> Tensor:
     """The model itself gated to ``task`` with the task's snapshot (or the live BatchNorm) loaded."""
-    live = batchnorm_state(model)
+    live = experience_state(model)
     try:
         if task < len(snapshots):
-            load_batchnorm_state(model, snapshots[task])
+            load_experience_state(model, snapshots[task])
         ownership.activate(task, weight_sharing)
         with torch.no_grad():
             return model.eval()(x)
     finally:
-        load_batchnorm_state(model, live)
+        load_experience_state(model, live)
         ownership.activate_dense()
 
 

@@ -6,7 +6,8 @@ import torch
 from helpers import make_mind
 
 from avalanche_mind import MIND, PAPER_SETTINGS, small_cnn
-from avalanche_mind.core.batchnorm import batchnorm_modules, frozen_running_statistics
+from avalanche_mind.core.layers import batchnorm_modules
+from avalanche_mind.core.snapshots import frozen_running_statistics
 from avalanche_mind.core.state import MINDState
 from avalanche_mind.inference.bank import SubnetworkBank, predict
 from avalanche_mind.inference.predictor import Predictor

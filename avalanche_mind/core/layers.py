@@ -3,6 +3,20 @@
 The mask selects one sub-network (see :mod:`avalanche_mind.core.ownership`). Each gated
 layer also carries ``owner``, the small-integer ownership map of its weights, as a
 persistent buffer, so it is saved and loaded with the model's ``state_dict``.
+
+Gated attention: ``nn.MultiheadAttention`` keeps its input projection as raw
+parameters (``in_proj_weight``, or ``q/k/v_proj_weight``) and reads ``out_proj``'s
+weight directly, bypassing any module forward: gating ``out_proj`` as a Linear would
+not reach the computation, and the input projection would be trained by experience
+0 and then frozen for good. :func:`gate_model` therefore turns such a module, in
+place, into a :class:`GatedMultiheadAttention` whose projections are
+:class:`GatedLinear` children (``in_proj``, or ``q_proj``/``k_proj``/``v_proj``, and
+``out_proj``): the ownership map, the weight guard, the bank of sub-networks and
+checkpoints treat them as any other gated layer. Its forward is
+``nn.MultiheadAttention``'s general path with the masked weights. It keeps its
+class's attributes (``batch_first``, ``num_heads``, ...); its ``in_proj_bias`` is
+None, so the inference fast paths of ``nn.TransformerEncoderLayer`` and
+``nn.TransformerEncoder``, which read the raw parameters, are never taken.
 """
 from __future__ import annotations
 
@@ -121,6 +135,98 @@ GatedLayer = Union[GatedConv2d, GatedLinear]
 _GATED_FOR = {nn.Conv2d: GatedConv2d, nn.Linear: GatedLinear}
 
 
+def _gated_linear(weight: Tensor, bias: Optional[Tensor]) -> GatedLinear:
+    """A GatedLinear holding copies of ``weight`` (out x in) and ``bias``, trainable as they were."""
+    layer = GatedLinear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device,
+                        dtype=weight.dtype)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if bias is not None:
+            layer.bias.copy_(bias)
+    layer.weight.requires_grad_(weight.requires_grad)
+    if bias is not None:
+        layer.bias.requires_grad_(bias.requires_grad)
+    return layer
+
+
+class GatedMultiheadAttention(nn.MultiheadAttention):
+    """``nn.MultiheadAttention`` with gated projections (made by :func:`gate_attention`, not constructed)."""
+
+    def projection_weights(self) -> Tuple[Optional[Tensor], Optional[Tensor], Tuple[Optional[Tensor], ...]]:
+        """The masked input projection (packed weight, bias) or the three separate ones."""
+        if self._qkv_same_embed_dim:
+            return self.in_proj.weight * self.in_proj.mask, self.in_proj.bias, (None, None, None)
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        biases = [p.bias for p in projections]
+        bias = torch.cat(biases) if all(b is not None for b in biases) else None
+        return None, bias, tuple(p.weight * p.mask for p in projections)
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Optional[Tensor] = None,
+                need_weights: bool = True, attn_mask: Optional[Tensor] = None, average_attn_weights: bool = True,
+                is_causal: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
+        batched = query.dim() == 3
+        if self.batch_first and batched:
+            query, key, value = (t.transpose(1, 0) for t in (query, key, value))
+        in_weight, in_bias, (q_weight, k_weight, v_weight) = self.projection_weights()
+        output, weights = F.multi_head_attention_forward(
+            query, key, value, self.embed_dim, self.num_heads, in_weight, in_bias, self.bias_k, self.bias_v,
+            self.add_zero_attn, self.dropout, self.out_proj.weight * self.out_proj.mask, self.out_proj.bias,
+            training=self.training, key_padding_mask=key_padding_mask, need_weights=need_weights,
+            attn_mask=attn_mask, use_separate_proj_weight=not self._qkv_same_embed_dim, q_proj_weight=q_weight,
+            k_proj_weight=k_weight, v_proj_weight=v_weight, average_attn_weights=average_attn_weights,
+            is_causal=is_causal,
+        )
+        if self.batch_first and batched:
+            output = output.transpose(1, 0)
+        return output, weights
+
+
+def gate_attention(module: nn.MultiheadAttention) -> GatedMultiheadAttention:
+    """Turn ``module`` into a :class:`GatedMultiheadAttention` in place, keeping its weights' values.
+
+    The projections become new :class:`GatedLinear` children (new parameter objects:
+    an optimiser built before gating does not see them; MIND builds its own after).
+    """
+    if module._qkv_same_embed_dim:
+        module.in_proj = _gated_linear(module.in_proj_weight, module.in_proj_bias)
+    else:
+        bias = module.in_proj_bias
+        e = module.embed_dim
+        parts = (None, None, None) if bias is None else (bias[:e], bias[e:2 * e], bias[2 * e:])
+        module.q_proj = _gated_linear(module.q_proj_weight, parts[0])
+        module.k_proj = _gated_linear(module.k_proj_weight, parts[1])
+        module.v_proj = _gated_linear(module.v_proj_weight, parts[2])
+        for name in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+            module.register_parameter(name, None)
+    module.register_parameter("in_proj_weight", None)
+    module.register_parameter("in_proj_bias", None)
+    module.out_proj.__class__ = GatedLinear
+    _add_gate_buffers(module.out_proj)
+    module.__class__ = GatedMultiheadAttention
+    return module
+
+
+def ungate_attention(module: GatedMultiheadAttention) -> nn.MultiheadAttention:
+    """Undo :func:`gate_attention` in place: a plain ``nn.MultiheadAttention`` with the same values."""
+    if module._qkv_same_embed_dim:
+        projections = [module.in_proj]
+        module.in_proj_weight = nn.Parameter(module.in_proj.weight.detach().clone())
+        del module.in_proj
+    else:
+        projections = [module.q_proj, module.k_proj, module.v_proj]
+        for name, layer in zip(("q_proj_weight", "k_proj_weight", "v_proj_weight"), projections):
+            setattr(module, name, nn.Parameter(layer.weight.detach().clone()))
+        del module.q_proj, module.k_proj, module.v_proj
+    if all(p.bias is not None for p in projections):
+        module.in_proj_bias = nn.Parameter(torch.cat([p.bias.detach() for p in projections]).clone())
+    out = module.out_proj
+    out.__class__ = nn.modules.linear.NonDynamicallyQuantizableLinear
+    del out._buffers["owner"], out._buffers["mask"]
+    out._non_persistent_buffers_set.discard("mask")
+    module.__class__ = nn.MultiheadAttention
+    return module
+
+
 def gated_layers(model: nn.Module) -> Iterator[Tuple[str, GatedLayer]]:
     """The gated layers of ``model`` in registration order, with their names."""
     for name, module in model.named_modules():
@@ -132,13 +238,18 @@ def gate_model(model: nn.Module) -> nn.Module:
     """Turn every ``nn.Conv2d`` and ``nn.Linear`` of ``model`` into its gated twin, in place.
 
     Weights, biases, devices and hooks are kept: only the class of each layer
-    changes and two buffers are added. Subclasses of Conv2d/Linear with their own
-    forward (for example the projection inside ``nn.MultiheadAttention``) are left
-    dense, because gating their weight would not reach their computation.
+    changes and two buffers are added. ``nn.MultiheadAttention`` becomes a
+    :class:`GatedMultiheadAttention` (its projections gated; see the module's
+    docstring). Other subclasses of Conv2d/Linear with their own forward are left
+    dense, because gating their weight would not reach their computation
+    (:func:`account_parameters` refuses them).
     Returns ``model`` for chaining.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"gate_model expects a torch.nn.Module, got {type(model).__name__}")
+    for module in list(model.modules()):
+        if type(module) is nn.MultiheadAttention:
+            gate_attention(module)
     for module in model.modules():
         gated_cls = _GATED_FOR.get(type(module))
         if gated_cls is not None:
@@ -182,7 +293,10 @@ def ensure_gated(model: nn.Module) -> nn.Module:
 
 
 def ungate(model: nn.Module) -> nn.Module:
-    """Undo :func:`gate_model` in place: plain Conv2d/Linear, same weights."""
+    """Undo :func:`gate_model` in place: plain Conv2d/Linear/MultiheadAttention, same weights."""
+    for module in list(model.modules()):
+        if isinstance(module, GatedMultiheadAttention):
+            ungate_attention(module)
     for module in model.modules():
         if isinstance(module, (GatedConv2d, GatedLinear)):
             module.__class__ = nn.Conv2d if isinstance(module, GatedConv2d) else nn.Linear

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avalanche_mind.core.batchnorm import frozen_running_statistics
+from avalanche_mind.core.snapshots import frozen_running_statistics
 from avalanche_mind.task_id import rotations, uniform_target_loss
 
 DistillLoss = Callable[[Tensor, Tensor], Tensor]

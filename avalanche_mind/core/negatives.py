@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avalanche_mind.core.batchnorm import frozen_running_statistics
+from avalanche_mind.core.snapshots import frozen_running_statistics
 from avalanche_mind.core.layers import batchnorm_modules
 from avalanche_mind.inference.bank import SubnetworkBank
 from avalanche_mind.settings import NEGATIVE_SOURCES

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torch.optim import AdamW, Optimizer
 from torch.optim.lr_scheduler import MultiStepLR
 
-from avalanche_mind.core.batchnorm import batchnorm_state, freeze_batchnorm_to
+from avalanche_mind.core.snapshots import account_parameters, experience_state, freeze_to
 from avalanche_mind.core.config import MINDConfig
 from avalanche_mind.core.distributed import average_batchnorm_statistics, check_same_start
 from avalanche_mind.core.evaluation import TaskAgnosticEvaluation
@@ -135,6 +135,7 @@ class MIND(TaskAgnosticEvaluation, DataParallelLoading, SupervisedTemplate):
         )
         config = self.config
         ensure_gated(model)
+        account_parameters(model)  # every parameter gated or kept per experience; the rest refused, named
         self.ownership = OwnershipMap(model, n_experiences, capacity)
         self.state = MINDState()
         self.seed = seed if seed is not None else torch.initial_seed()
@@ -292,9 +293,9 @@ class MIND(TaskAgnosticEvaluation, DataParallelLoading, SupervisedTemplate):
         self.ownership.allocate(task, self.state.slices[task], rule="magnitude" if config.self_distillation
                                 else "random", generator=self.generator, zero_start=self.zero_start)
         if not config.bn_per_task and task > 0:
-            freeze_batchnorm_to(self.model, self.state.bn_snapshots[0])
+            freeze_to(self.model, self.state.bn_snapshots[0])
         self.gating.gate(self.model, self.ownership, task, config.weight_sharing,
-                         batchnorm_trainable=config.bn_per_task or task == 0)
+                         per_experience_trainable=config.bn_per_task or task == 0)
         self.state.phases.enter(Phase.DISTILL, "distil into the sub-network")
 
     def _after_training_exp(self, **kwargs) -> None:
@@ -306,7 +307,7 @@ class MIND(TaskAgnosticEvaluation, DataParallelLoading, SupervisedTemplate):
         """Step 6: t's BatchNorm snapshot, then its score statistics; the teacher is released."""
         self.teacher_plugin.release()
         average_batchnorm_statistics(self.model)
-        self.state.bn_snapshots.append(batchnorm_state(self.model))
+        self.state.bn_snapshots.append(experience_state(self.model))
         slices = [self.output_slice(t) for t in range(self.state.n_tasks)]
         gather_task_statistics(self.model, self.ownership, self.state, self.config.weight_sharing, slices,
                                self.experience.dataset.eval(), self.eval_mb_size, self.device)

@@ -35,6 +35,7 @@ from torch.func import functional_call
 
 from avalanche_mind.core.layers import batchnorm_modules
 from avalanche_mind.core.ownership import OwnershipMap
+from avalanche_mind.core.snapshots import per_experience_tensors
 from avalanche_mind.inference.tracing import BN_KEYS, Slot, Untraceable, trace_for_tasks
 from avalanche_mind.task_id import STATISTICS_RULES, ScoreStatistics, choose_task
 
@@ -142,10 +143,17 @@ class SubnetworkBank:
         named: Dict[str, Tensor] = {}
         inputs: List[Tensor] = []
         bn_cache: Dict[str, Dict[str, Optional[Tensor]]] = {}
+        live = per_experience_tensors(self.model)
+
+        def own(name: str) -> Tensor:  # the task's copy of a per-experience tensor (the live one while it trains)
+            return snapshot[name] if snapshot is not None and name in snapshot else live[name].detach()
+
         for slot in self._slots:
             kind = slot[0]
             if kind == "weight":
                 value, name = masked[slot[1]], f"{slot[1]}.weight"
+            elif kind == "tensor":
+                value, name = own(slot[1]), slot[1]
             elif kind == "bn":
                 state = bn_cache.setdefault(slot[1], _batchnorm_tensors(bns, snapshot, slot[1]))
                 value, name = state[slot[2]], f"{slot[1]}.{slot[2]}"
@@ -161,8 +169,8 @@ class SubnetworkBank:
                     value = w * scale.view(-1, *([1] * (w.dim() - 1))).to(w.dtype)
                     name = f"{layer_name}.weight"
                 else:
-                    bias = ownership.layers[layer_name].bias
-                    centre = -state["running_mean"] if bias is None else bias.detach() - state["running_mean"]
+                    bias = None if ownership.layers[layer_name].bias is None else own(f"{layer_name}.bias")
+                    centre = -state["running_mean"] if bias is None else bias - state["running_mean"]
                     value = centre * scale
                     if state["bias"] is not None:
                         value = value + state["bias"]

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.fx import Graph, GraphModule, Node
 
 from avalanche_mind.core.layers import GatedConv2d, GatedLinear, batchnorm_modules
+from avalanche_mind.core.snapshots import per_experience_tensors
 
 BN_KEYS = ("running_mean", "running_var", "weight", "bias")
 """The tensors of a BatchNorm that a task owns (its snapshot)."""
@@ -28,6 +29,7 @@ BN_KEYS = ("running_mean", "running_var", "weight", "bias")
 #   ("folded_weight", layer, bn)   masked weight scaled by the BatchNorm's gamma / std
 #   ("folded_bias", layer, bn)     the BatchNorm's beta - mean * gamma / std (+ the layer's bias, scaled)
 #   ("bn", bn, key)                a BatchNorm tensor (key in BN_KEYS)
+#   ("tensor", name)               another per-experience tensor read by the forward (a bias, a token)
 Slot = Tuple[str, ...]
 
 _CONV_FUNCTIONS = {torch.conv2d, F.conv2d}
@@ -51,15 +53,18 @@ def trace_for_tasks(
     using another task's tensors by mistake.
     """
     batchnorms = dict(batchnorm_modules(model))
+    batchnorm_tensors = {f"{n}.{k}" for n, m in batchnorms.items() for k in m.state_dict()}
+    per_task = set(per_experience_tensors(model)) - batchnorm_tensors
     traced = _trace_in_eval_mode(model)
     nodes = list(traced.graph.nodes)
     placeholders = [n for n in nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
         raise Untraceable("forward takes more than one input")
     masked = _masked_weights(traced, nodes, gated, batchnorms)
+    tensors = _per_task_reads(traced, nodes, batchnorms, per_task)
     bn_calls = _batchnorm_calls(nodes, batchnorms)
     folded = _foldable_batchnorms(bn_calls, masked) if fold_batchnorm else {}
-    slots = _slots(masked, folded, bn_calls, batchnorms)
+    slots = _slots(masked, folded, bn_calls, batchnorms) + [("tensor", name) for name in tensors]
     new, env = _rewrite(nodes, placeholders[0], slots, masked, folded, gated, batchnorms)
     if features_of is not None:
         _return_classifier_input(new, env, masked, features_of)
@@ -113,6 +118,25 @@ def _masked_weights(
     if len(masked) != len(gated):
         raise Untraceable("a gated layer is used more than once")
     return masked
+
+
+def _per_task_reads(
+    traced: GraphModule, nodes: List[Node], batchnorms: Dict[str, nn.Module], per_task: set
+) -> List[str]:
+    """The per-experience tensors outside BatchNorm (biases, tokens) the forward reads, in order.
+
+    Each becomes a slot; a module call that would read such a tensor inside itself
+    (a LayerNorm, a GroupNorm) is refused: the graph would hold the live value for every task.
+    """
+    reads: List[str] = []
+    for node in nodes:
+        if node.op == "call_module" and node.target not in batchnorms:
+            prefix = f"{node.target}."
+            if any(name.startswith(prefix) for name in per_task):
+                raise Untraceable(f"module {node.target} holds per-experience tensors")
+        if node.op == "get_attr" and node.target in per_task and node.target not in reads:
+            reads.append(node.target)
+    return reads
 
 
 def _masking_product(node: Node, layer: str) -> Node:
@@ -221,6 +245,8 @@ def _rewrite(
             env[node] = _eval_batch_norm(new, env[node.args[0]], node.target, batchnorms[node.target], slot_nodes)
         elif node in conv_bias_of:
             env[node] = _conv_with_bias(new, node, env, slot_nodes[("folded_bias", *conv_bias_of[node])])
+        elif node.op == "get_attr" and ("tensor", node.target) in slot_nodes:
+            env[node] = slot_nodes[("tensor", node.target)]
         else:
             env[node] = new.node_copy(node, lambda n: env[n])
     return new, env

@@ -16,7 +16,6 @@ from avalanche.core import SupervisedPlugin
 from avalanche.training.templates import SupervisedTemplate
 from torch import Tensor, nn
 
-from avalanche_mind.core.layers import batchnorm_modules
 from avalanche_mind.core.ownership import OwnershipMap
 
 
@@ -73,26 +72,21 @@ def guard_for(
     model: nn.Module,
     ownership: OwnershipMap,
     owner: int,
-    shared_trainable: bool,
-    batchnorm_trainable: bool,
+    per_experience_trainable: bool,
 ) -> WeightGuard:
     """The guard of a phase that trains the gated weights whose owner is ``owner``.
 
-    ``shared_trainable``: whether parameters outside gated weights and BatchNorm
-    (biases, other layers) may move; MIND trains them in the first experience only.
-    ``batchnorm_trainable``: whether BatchNorm affine parameters may move.
+    ``per_experience_trainable``: whether the per-experience tensors (normalisation,
+    biases, tokens: every parameter that is not a gated weight, see
+    :mod:`avalanche_mind.core.snapshots`) may move; they are stored per experience after it.
     """
     gated_weights = {id(layer.weight): layer for layer in ownership.layers.values()}
-    batchnorm_params = {id(p) for _, m in batchnorm_modules(model) for p in m.parameters(recurse=False)}
     entries: List[Tuple[nn.Parameter, Optional[Tensor]]] = []
     for param in model.parameters():
         layer = gated_weights.get(id(param))
         if layer is not None:
             entries.append((param, ownership.owned_by(layer, owner)))
-        elif id(param) in batchnorm_params:
-            if not batchnorm_trainable:
-                entries.append((param, None))
-        elif not shared_trainable:
+        elif not per_experience_trainable:
             entries.append((param, None))
     return WeightGuard(entries)
 
@@ -123,13 +117,11 @@ class GatingPlugin(SupervisedPlugin, supports_distributed=True):
         self.guard: Optional[WeightGuard] = None
 
     def gate(
-        self, model: nn.Module, ownership: OwnershipMap, task: int, weight_sharing: bool, batchnorm_trainable: bool
+        self, model: nn.Module, ownership: OwnershipMap, task: int, weight_sharing: bool, per_experience_trainable: bool
     ) -> None:
         """Route the forward pass through ``task``'s sub-network and freeze everything it does not own."""
         ownership.activate(task, weight_sharing)
-        self.guard = guard_for(
-            model, ownership, owner=task, shared_trainable=task == 0, batchnorm_trainable=batchnorm_trainable
-        )
+        self.guard = guard_for(model, ownership, owner=task, per_experience_trainable=per_experience_trainable)
 
     def after_backward(self, strategy: SupervisedTemplate, **kwargs) -> None:
         if self.guard is not None:

@@ -132,13 +132,7 @@ class TeacherPlugin(SupervisedPlugin, supports_distributed=True):
         if not context.zero_start:  # zero start: FREE weights stay at zero, the teacher starts as sub-network t-1
             ownership.reinitialise_free(context.generator)
         ownership.activate_dense()
-        guard = guard_for(
-            context.model,
-            ownership,
-            owner=FREE,
-            shared_trainable=context.task == 0,
-            batchnorm_trainable=True,
-        )
+        guard = guard_for(context.model, ownership, owner=FREE, per_experience_trainable=True)
         self._train(context, context.model, guard)
         average_batchnorm_statistics(context.model)
         self.recorded_logits = self._record(context)
