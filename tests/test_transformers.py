@@ -137,3 +137,21 @@ def test_a_resumed_vit_run_equals_the_uninterrupted_one(tmp_path):
     assert resumed.eval(stream.test_stream) == expected
     for (name, a), (_, b) in zip(uninterrupted.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_a_vit_exports_to_onnx_and_matches_the_predictor(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from avalanche_mind.export import export_checkpoint
+    from avalanche_mind.io.checkpoint import save_checkpoint
+
+    stream = _stream()
+    mind = MIND(model=vit(), n_experiences=3, seed=0, evaluator=None, **TINY)
+    for experience in stream.train_stream[:2]:
+        mind.train(experience)
+    save_checkpoint(mind, tmp_path / "vit.pt")
+    inputs = torch.stack([stream.test_stream[t].dataset[i][0] for t in range(2) for i in range(6)])
+    for task in ("0", "all"):
+        out = tmp_path / f"vit-{task}.onnx"
+        # export_checkpoint runs the file back and compares it with the Predictor (or deletes it and raises).
+        report = export_checkpoint(tmp_path / "vit.pt", vit(), out, format="onnx", task=task, inputs=inputs)
+        assert out.is_file() and report.subnetwork_weights > 0

@@ -149,17 +149,23 @@ def _gated_linear(weight: Tensor, bias: Optional[Tensor]) -> GatedLinear:
     return layer
 
 
+def _masked(layer: nn.Linear) -> Tensor:
+    """A projection's weight times its mask (a plain Linear, after :func:`ungate`: its weight)."""
+    mask = getattr(layer, "mask", None)
+    return layer.weight if mask is None else layer.weight * mask
+
+
 class GatedMultiheadAttention(nn.MultiheadAttention):
     """``nn.MultiheadAttention`` with gated projections (made by :func:`gate_attention`, not constructed)."""
 
     def projection_weights(self) -> Tuple[Optional[Tensor], Optional[Tensor], Tuple[Optional[Tensor], ...]]:
         """The masked input projection (packed weight, bias) or the three separate ones."""
         if self._qkv_same_embed_dim:
-            return self.in_proj.weight * self.in_proj.mask, self.in_proj.bias, (None, None, None)
+            return _masked(self.in_proj), self.in_proj.bias, (None, None, None)
         projections = (self.q_proj, self.k_proj, self.v_proj)
         biases = [p.bias for p in projections]
         bias = torch.cat(biases) if all(b is not None for b in biases) else None
-        return None, bias, tuple(p.weight * p.mask for p in projections)
+        return None, bias, tuple(_masked(p) for p in projections)
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Optional[Tensor] = None,
                 need_weights: bool = True, attn_mask: Optional[Tensor] = None, average_attn_weights: bool = True,
@@ -170,7 +176,7 @@ class GatedMultiheadAttention(nn.MultiheadAttention):
         in_weight, in_bias, (q_weight, k_weight, v_weight) = self.projection_weights()
         output, weights = F.multi_head_attention_forward(
             query, key, value, self.embed_dim, self.num_heads, in_weight, in_bias, self.bias_k, self.bias_v,
-            self.add_zero_attn, self.dropout, self.out_proj.weight * self.out_proj.mask, self.out_proj.bias,
+            self.add_zero_attn, self.dropout, _masked(self.out_proj), self.out_proj.bias,
             training=self.training, key_padding_mask=key_padding_mask, need_weights=need_weights,
             attn_mask=attn_mask, use_separate_proj_weight=not self._qkv_same_embed_dim, q_proj_weight=q_weight,
             k_proj_weight=k_weight, v_proj_weight=v_weight, average_attn_weights=average_attn_weights,
@@ -203,27 +209,6 @@ def gate_attention(module: nn.MultiheadAttention) -> GatedMultiheadAttention:
     module.out_proj.__class__ = GatedLinear
     _add_gate_buffers(module.out_proj)
     module.__class__ = GatedMultiheadAttention
-    return module
-
-
-def ungate_attention(module: GatedMultiheadAttention) -> nn.MultiheadAttention:
-    """Undo :func:`gate_attention` in place: a plain ``nn.MultiheadAttention`` with the same values."""
-    if module._qkv_same_embed_dim:
-        projections = [module.in_proj]
-        module.in_proj_weight = nn.Parameter(module.in_proj.weight.detach().clone())
-        del module.in_proj
-    else:
-        projections = [module.q_proj, module.k_proj, module.v_proj]
-        for name, layer in zip(("q_proj_weight", "k_proj_weight", "v_proj_weight"), projections):
-            setattr(module, name, nn.Parameter(layer.weight.detach().clone()))
-        del module.q_proj, module.k_proj, module.v_proj
-    if all(p.bias is not None for p in projections):
-        module.in_proj_bias = nn.Parameter(torch.cat([p.bias.detach() for p in projections]).clone())
-    out = module.out_proj
-    out.__class__ = nn.modules.linear.NonDynamicallyQuantizableLinear
-    del out._buffers["owner"], out._buffers["mask"]
-    out._non_persistent_buffers_set.discard("mask")
-    module.__class__ = nn.MultiheadAttention
     return module
 
 
@@ -293,10 +278,11 @@ def ensure_gated(model: nn.Module) -> nn.Module:
 
 
 def ungate(model: nn.Module) -> nn.Module:
-    """Undo :func:`gate_model` in place: plain Conv2d/Linear/MultiheadAttention, same weights."""
-    for module in list(model.modules()):
-        if isinstance(module, GatedMultiheadAttention):
-            ungate_attention(module)
+    """Undo :func:`gate_model` in place: plain Conv2d/Linear, same weights.
+
+    A :class:`GatedMultiheadAttention` keeps its projections as (now plain) Linear
+    children: the same computation, and the same names as the gated model's layers.
+    """
     for module in model.modules():
         if isinstance(module, (GatedConv2d, GatedLinear)):
             module.__class__ = nn.Conv2d if isinstance(module, GatedConv2d) else nn.Linear
