@@ -89,9 +89,11 @@ def main(argv=None) -> int:
     artefacts: Dict[str, object] = {}
     seconds: Dict[str, float] = {}
     ways = [("onnx all", "onnx", "all"), (f"onnx task {task}", "onnx", task), ("onnx task 0", "onnx", 0),
+            ("torch-export all", "torch-export", "all"), (f"torch-export task {task}", "torch-export", task),
             ("torchscript all", "torchscript", "all"), (f"torchscript task {task}", "torchscript", task)]
+    suffix = {"onnx": "onnx", "torch-export": "pt2", "torchscript": "pt"}
     for name, fmt, which in dict.fromkeys(ways):
-        out = folder / f"{name.replace(' ', '_')}.{'onnx' if fmt == 'onnx' else 'pt'}"
+        out = folder / f"{name.replace(' ', '_')}.{suffix[fmt]}"
         began = time.time()
         artefacts[name] = export_checkpoint(checkpoint, new_model(), out, format=fmt, task=which, inputs=inputs[:32])
         seconds[name] = time.time() - began
@@ -113,15 +115,16 @@ def main(argv=None) -> int:
             ref = median_ms(lambda: predictor.predict(x) if which == "all" else predictor.predict(x, which),
                             args.repeats)
             cells = [f"{ref:.1f}"]
-            for fmt in ("onnx", "torchscript"):
+            for fmt in ("onnx", "torch-export", "torchscript"):
                 name = f"{fmt} {'all' if which == 'all' else f'task {task}'}"
                 run = runner(artefacts[name].path, fmt, threads=1)
                 ms = median_ms(lambda: run(x), args.repeats)
                 cells += [f"{ms:.1f}", f"{ref / ms:.2f}x"]
             rows.append(f"| {label} | {batch} | " + " | ".join(cells) + " |")
     print("\nspeed, one thread, median ms per call (ratio: Predictor time / artefact time, >1: artefact faster)")
-    print("| what | batch | Predictor ms | ONNX Runtime ms | ratio | TorchScript ms | ratio |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| what | batch | Predictor ms | ONNX Runtime ms | ratio | torch.export ms | ratio "
+          "| TorchScript ms | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
     return 0
 

@@ -1,10 +1,12 @@
-"""ONNX and TorchScript export of a trained MIND checkpoint, checked against the Predictor.
+"""ONNX, torch.export (.pt2) and TorchScript export of a trained MIND checkpoint, checked against the Predictor.
 
-TorchScript tests always run; ONNX tests need the ``export`` extra (onnx, onnxruntime,
-and onnxscript for torch's default exporter) and are skipped without it.
+torch.export and TorchScript tests always run; ONNX tests need the ``export`` extra (onnx,
+onnxruntime, and onnxscript for torch's default exporter) and are skipped without it. Tests
+that load TorchScript on purpose silence torch's deprecation of ``torch.jit.load`` (and only that).
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -43,13 +45,16 @@ def _has(name: str) -> bool:
 needs_onnx = pytest.mark.skipif(not (_has("onnx") and _has("onnxruntime")), reason="onnx/onnxruntime not installed")
 needs_dynamo = pytest.mark.skipif(not (_has("onnx") and _has("onnxruntime") and _has("onnxscript")),
                                   reason="onnx/onnxruntime/onnxscript not installed")
+# torch 2.14 warns on every torch.jit.load; the TorchScript format is kept, deprecated, while torch ships it.
+jit_load_deprecated = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 # (format, ONNX exporter) of every way an artefact can be written
 WAYS = [
-    pytest.param("torchscript", None, id="torchscript"),
+    pytest.param("torch-export", None, id="torch-export"),
+    pytest.param("torchscript", None, id="torchscript", marks=jit_load_deprecated),
     pytest.param("onnx", "legacy", id="onnx-legacy", marks=needs_onnx),
     pytest.param("onnx", "dynamo", id="onnx-dynamo", marks=needs_dynamo),
 ]
-SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
+SUFFIX = {"torchscript": ".pt", "torch-export": ".pt2", "onnx": ".onnx"}
 
 
 def model():
@@ -89,6 +94,15 @@ def _predictor(path, **kwargs):
     return Predictor.from_checkpoint(path, model(), **kwargs)
 
 
+def _torch_graph(path, fmt):
+    """(graph text, weights) of a torch.export or TorchScript artefact, loaded as a user would."""
+    if fmt == "torch-export":
+        program = torch.export.load(str(path))
+        return str(program.graph), program.state_dict
+    loaded = torch.jit.load(str(path))
+    return str(loaded.inlined_graph), loaded.state_dict()
+
+
 @pytest.mark.parametrize("fmt,exporter", WAYS)
 def test_one_task_is_a_dense_network_of_its_classes(trained, tmp_path, fmt, exporter):
     path, _, inputs = trained
@@ -112,14 +126,17 @@ def test_one_task_is_a_dense_network_of_its_classes(trained, tmp_path, fmt, expo
     fc = predictor.ownership.classifier
     assert report.dropped_weights == (N_CLASSES - 2) * fc.in_features
     assert report.artefact_bytes == out.stat().st_size > 0
-    if fmt == "torchscript":
-        loaded = torch.jit.load(str(out))
-        assert "batch_norm" not in str(loaded.inlined_graph)  # folded into the convolutions
+    if fmt != "onnx":
+        graph, weights = _torch_graph(out, fmt)
+        assert "batch_norm" not in graph and "conv" in graph  # each BatchNorm folded into its convolution
         conv = predictor.ownership.layers["4"]
         unused = (conv.owner > 1) | (conv.owner < 0)
-        assert unused.any() and (loaded.state_dict()["4.weight"][unused] == 0).all()
-        assert (loaded.state_dict()["4.weight"][~unused] != 0).float().mean() > 0.9
-    else:
+        assert unused.any() and (weights["4.weight"][unused] == 0).all()
+        assert (weights["4.weight"][~unused] != 0).float().mean() > 0.9
+    if fmt == "torch-export":  # a .pt2 keeps its example inputs: zeros, not verification data or its whole batch
+        (example,), _ = torch.export.load(str(out)).example_inputs
+        assert not example.any() and example.untyped_storage().nbytes() == example.nbytes == 2 * inputs[0].nbytes
+    if fmt == "onnx":
         import onnx
 
         ops = {n.op_type for n in onnx.load(str(out)).graph.node}
@@ -188,6 +205,10 @@ def test_other_architectures_export_and_match(tmp_path, fmt, exporter, build, co
 
         ops = [n.op_type for n in onnx.load(str(tmp_path / "other_2.onnx")).graph.node]
         assert ops.count("Conv") == convs and ops.count("BatchNormalization") == batchnorms  # conv BNs folded
+    if fmt == "torch-export":
+        ops = [str(n.target) for n in torch.export.load(str(tmp_path / "other_2.pt2")).graph.nodes]
+        assert ops.count("aten.conv2d.default") == convs
+        assert sum("batch_norm" in op for op in ops) == batchnorms
 
 
 @pytest.mark.parametrize("fmt,exporter", WAYS)
@@ -204,8 +225,8 @@ def test_without_weight_sharing_each_task_keeps_only_its_own_weights(trained, tm
     for task in ("all", 1):
         export_checkpoint(alone, model(), tmp_path / f"alone_{task}{SUFFIX[fmt]}", format=fmt, task=task,
                           inputs=inputs, exporter=exporter)
-    if fmt == "torchscript":
-        weights = torch.jit.load(str(tmp_path / "alone_1.pt")).state_dict()["4.weight"]
+    if fmt != "onnx":
+        weights = _torch_graph(tmp_path / f"alone_1{SUFFIX[fmt]}", fmt)[1]["4.weight"]
         owner = _predictor(alone).ownership.layers["4"].owner
         assert (weights[owner != 1] == 0).all() and (weights[owner == 1] != 0).float().mean() > 0.9
 
@@ -224,6 +245,10 @@ def _export_every_rule(trained, tmp_path, fmt, exporter):
     assert len({tuple(t.tolist()) for t in chosen.values()}) > 1
 
 
+def test_every_task_choice_rule_exports_to_torch_export(trained, tmp_path):
+    _export_every_rule(trained, tmp_path, "torch-export", None)
+
+
 def test_every_task_choice_rule_exports_to_torchscript(trained, tmp_path):
     _export_every_rule(trained, tmp_path, "torchscript", None)
 
@@ -233,16 +258,17 @@ def test_every_task_choice_rule_exports_to_onnx(trained, tmp_path):
     _export_every_rule(trained, tmp_path, "onnx", "legacy")
 
 
-def test_an_artefact_that_disagrees_is_deleted(trained, tmp_path, monkeypatch):
+@pytest.mark.parametrize("fmt", ["torch-export", "torchscript"])
+def test_an_artefact_that_disagrees_is_deleted(trained, tmp_path, monkeypatch, fmt):
     path, _, inputs = trained
     import avalanche_mind.export.graph as graph
     from avalanche_mind.task_id import scores_with
 
     # The graph's choice replaced by the least likely task; the Predictor keeps the true one.
     monkeypatch.setattr(graph, "choose_with", lambda *args: (-scores_with(*args)).argmax(dim=1))
-    out = tmp_path / "wrong.pt"
-    with pytest.raises(VerificationError, match="chooses another task .*deleted"):
-        export_checkpoint(path, model(), out, format="torchscript", task="all", inputs=inputs)
+    out = tmp_path / f"wrong{SUFFIX[fmt]}"
+    with pytest.raises(VerificationError, match=f"the {fmt} file chooses another task .*deleted"):
+        export_checkpoint(path, model(), out, format=fmt, task="all", inputs=inputs)
     assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
 
 
@@ -309,6 +335,15 @@ def test_command_line(trained, tmp_path, capsys):
     assert (tmp_path / "all.pt").is_file() and capsys.readouterr().out == ""
     assert cli_main(["export", str(path), "--task", "9", "--out", str(tmp_path / "bad.pt")]) == 2
     assert "out of range" in capsys.readouterr().err
+    # The .pt2 suffix selects torch.export; the file runs with torch alone.
+    assert main([str(path), "--out", str(tmp_path / "all.pt2"), "--quiet"]) == 0
+    meta = read_metadata(str(tmp_path / "all.pt2"), "torch-export")
+    assert meta["exporter"] == "torch.export" and meta["task"] == "all" and meta["class_ids"] == list(range(N_CLASSES))
+    extra = {"avalanche_mind.json": ""}  # the same record through torch's own API
+    program = torch.export.load(str(tmp_path / "all.pt2"), extra_files=extra)
+    assert json.loads(extra["avalanche_mind.json"]) == meta
+    classes, tasks, _ = program.module()(torch.randn(3, 3, SIZE, SIZE))
+    assert classes.shape == tasks.shape == (3,)
 
 
 def test_help(capsys):
@@ -317,8 +352,9 @@ def test_help(capsys):
     assert exit_.value.code == 0
     text = capsys.readouterr().out
     for option in ("--out", "--format", "--task", "--model", "--model-arg", "--task-inference", "--opset",
-                   "onnx", "torchscript", "--benchmark"):
+                   "onnx", "torch-export", "torchscript", "--benchmark"):
         assert option in text
+    assert "torchscript (deprecated" in " ".join(text.split())
     done = subprocess.run([sys.executable, "-m", "avalanche_mind.export", "--help"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("usage: avalanche-mind export")

@@ -16,15 +16,12 @@ from avalanche_mind.task_id.rules import TASK_INFERENCE_RULES
 
 PROG = "avalanche-mind export"
 _TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".torchscript")
+_TORCH_EXPORT_SUFFIXES = (".pt2",)
 
 
 def _cli():
     """The main CLI's public builders and option parser, so that export builds models exactly as evaluate does."""
-    from avalanche_mind.cli.builders import (
-        benchmark_shape,
-        build_benchmark,
-        build_model,
-    )
+    from avalanche_mind.cli.builders import benchmark_shape, build_benchmark, build_model
     from avalanche_mind.cli.options import key_values
     from avalanche_mind.preflight import CLIError
 
@@ -50,7 +47,9 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--out", required=True, metavar="FILE",
                         help="artefact to write (written under a temporary name, kept only once verified)")
     parser.add_argument("--format", choices=FORMATS, default=None,
-                        help="onnx or torchscript (default: torchscript for --out *.pt/*.ts, else onnx)")
+                        help="onnx, torch-export (a .pt2 ExportedProgram: torch.export.load(path).module()) or "
+                        "torchscript (deprecated: torch deprecates torch.jit, switch to torch-export); default: "
+                        "torch-export for --out *.pt2, torchscript for *.pt/*.ts, else onnx")
     parser.add_argument("--task", default="all", metavar="T|all",
                         help="T: sub-network T alone (input -> logits of its classes); all (default): every "
                         "sub-network and the task choice (input -> class id, task, probabilities)")
@@ -135,7 +134,10 @@ def _build(args: argparse.Namespace):
 def _format(args: argparse.Namespace) -> str:
     if args.format:
         return args.format
-    return "torchscript" if Path(args.out).suffix.lower() in _TORCHSCRIPT_SUFFIXES else "onnx"
+    suffix = Path(args.out).suffix.lower()
+    if suffix in _TORCH_EXPORT_SUFFIXES:
+        return "torch-export"
+    return "torchscript" if suffix in _TORCHSCRIPT_SUFFIXES else "onnx"
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -201,9 +203,9 @@ def build_export_parser() -> argparse.ArgumentParser:
 
     parser = OneLineParser(
         prog=PROG,
-        description="Export a trained MIND checkpoint to ONNX or TorchScript: one sub-network (--task T) or the "
-        "whole task-agnostic predictor (--task all). The artefact is run back and compared with "
-        "avalanche_mind.Predictor before it is kept.",
+        description="Export a trained MIND checkpoint to ONNX, torch.export (.pt2) or TorchScript (deprecated): "
+        "one sub-network (--task T) or the whole task-agnostic predictor (--task all). The artefact is run back "
+        "and compared with avalanche_mind.Predictor before it is kept.",
     )
     return add_export_arguments(parser)
 

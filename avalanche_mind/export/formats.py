@@ -1,4 +1,5 @@
-"""Writing and running the two artefact formats: ONNX (through ONNX Runtime) and TorchScript.
+"""Writing and running the artefact formats: ONNX (through ONNX Runtime), torch.export (``.pt2``)
+and TorchScript (deprecated by torch, kept while torch ships it).
 
 Kept apart from the graph building so that each format's quirks (which exporter,
 how metadata is stored, how a file is run back) sit in one place, and so that
@@ -14,6 +15,7 @@ import os
 import re
 import tempfile
 import warnings
+import zipfile
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -22,13 +24,14 @@ from torch import Tensor, nn
 
 from avalanche_mind.export.graph import ExportError
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torch-export", "torchscript")
 EXPORTERS = ("dynamo", "legacy")
 """ONNX exporters of torch: ``torch.export``-based (needs onnxscript, opset >= 18) and the
 TorchScript-based one torch deprecates (``dynamo=False``)."""
 DEFAULT_OPSET = 18
 METADATA_KEY = "avalanche_mind"
-TORCHSCRIPT_METADATA = "avalanche_mind.json"
+EXTRA_FILE = "avalanche_mind.json"
+"""The metadata record's name inside a TorchScript or ``.pt2`` archive (an extra file of each)."""
 INSTALL_HINT = "pip install -e '.[export]'  (or: pip install onnx onnxruntime onnxscript)"
 
 
@@ -72,9 +75,8 @@ def write_onnx(module: nn.Module, example: Tensor, path: str, output_names: Sequ
                           "--onnx-exporter legacy")
     with _quiet(), torch.no_grad():
         if exporter == "dynamo":
-            batch = torch.export.Dim("batch", min=1, max=1 << 20)
             torch.onnx.export(module, (example,), path, input_names=["input"], output_names=list(output_names),
-                              opset_version=opset, dynamo=True, dynamic_shapes=({0: batch},),
+                              opset_version=opset, dynamo=True, dynamic_shapes=({0: _batch_dim()},),
                               external_data=False, verbose=False, optimize=False)
         else:
             axes = {name: {0: "batch"} for name in ["input", *output_names]}
@@ -101,11 +103,46 @@ def _flat_metadata(metadata: Dict[str, object]) -> Dict[str, str]:
     return out
 
 
+def _batch_dim() -> "torch.export.Dim":
+    """The dynamic batch dimension of the torch.export-based writers (any batch size runs)."""
+    return torch.export.Dim("batch", min=1, max=1 << 20)
+
+
+def write_torch_export(module: nn.Module, example: Tensor, path: str, metadata: Dict[str, object]) -> None:
+    """``module`` as an ExportedProgram (``torch.export.export``, batch dynamic) saved with ``metadata``.
+
+    Traced on zeros of the example's shape: the file keeps its example inputs, which must
+    be neither verification data nor a view pinning the whole batch's storage (values do
+    not matter to the graph). Saved through an open file: ``torch.export.save`` warns about
+    a path not ending in ``.pt2``, and the artefact is first written under a temporary name.
+    """
+    with _quiet(), torch.no_grad():
+        program = torch.export.export(module, (torch.zeros_like(example),), dynamic_shapes=({0: _batch_dim()},))
+    with open(path, "wb") as fh:
+        torch.export.save(program, fh, extra_files={EXTRA_FILE: json.dumps(metadata, sort_keys=True)})
+
+
+def _load_program(path: str):
+    with open(path, "rb") as fh:
+        return torch.export.load(fh)
+
+
+def _pt2_extra_file(path: str, name: str) -> str:
+    """An extra file of a ``.pt2`` archive (``<archive>/extra/<name>``), read without deserialising the
+    program and its weights as ``torch.export.load(path, extra_files={name: ""})`` would (as long again
+    as running it back)."""
+    with zipfile.ZipFile(path) as archive:
+        entry = next((n for n in archive.namelist() if n.endswith(f"/extra/{name}")), None)
+        if entry is None:
+            raise ValueError(f"{path} has no {name}: it was not written by avalanche-mind export")
+        return archive.read(entry).decode("utf-8")
+
+
 def write_torchscript(module: nn.Module, example: Tensor, path: str, metadata: Dict[str, object]) -> None:
     """``module`` traced (``torch.jit.trace``) and saved with ``metadata`` as an extra file."""
     with _quiet(), torch.no_grad():
         traced = torch.jit.trace(module, (example,), check_trace=False)
-        torch.jit.save(traced, path, _extra_files={TORCHSCRIPT_METADATA: json.dumps(metadata, sort_keys=True)})
+        torch.jit.save(traced, path, _extra_files={EXTRA_FILE: json.dumps(metadata, sort_keys=True)})
 
 
 def read_metadata(path: str, fmt: str) -> Dict[str, object]:
@@ -115,10 +152,12 @@ def read_metadata(path: str, fmt: str) -> Dict[str, object]:
 
         props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
         return json.loads(props[METADATA_KEY])
-    extra = {TORCHSCRIPT_METADATA: ""}
+    if fmt == "torch-export":
+        return json.loads(_pt2_extra_file(path, EXTRA_FILE))
+    extra = {EXTRA_FILE: ""}
     with _quiet():
         torch.jit.load(path, map_location="cpu", _extra_files=extra)
-    return json.loads(extra[TORCHSCRIPT_METADATA])
+    return json.loads(extra[EXTRA_FILE])
 
 
 def runner(path: str, fmt: str, threads: Optional[int] = None) -> Callable[[Tensor], List[Tensor]]:
@@ -137,15 +176,18 @@ def runner(path: str, fmt: str, threads: Optional[int] = None) -> Callable[[Tens
             return [torch.from_numpy(np.asarray(o)) for o in outputs]
 
         return run_onnx
-    with _quiet():
-        loaded = torch.jit.load(path, map_location="cpu").eval()
+    if fmt == "torch-export":
+        loaded = _load_program(path).module()  # captured in eval mode: BatchNorm uses its running statistics
+    else:
+        with _quiet():
+            loaded = torch.jit.load(path, map_location="cpu").eval()
 
-    def run_torchscript(x: Tensor) -> List[Tensor]:
+    def run_torch(x: Tensor) -> List[Tensor]:
         with torch.no_grad():
             out = loaded(x)
         return list(out) if isinstance(out, (tuple, list)) else [out]
 
-    return run_torchscript
+    return run_torch
 
 
 def find_unsupported_layer(body: nn.Module, example: Tensor, fmt: str, exporter: str, opset: int
@@ -175,6 +217,8 @@ def find_unsupported_layer(body: nn.Module, example: Tensor, fmt: str, exporter:
                     with tempfile.TemporaryDirectory() as folder:
                         torch.onnx.export(module, tuple(args), os.path.join(folder, "layer.onnx"), opset_version=opset,
                                           dynamo=exporter == "dynamo")
+                elif fmt == "torch-export":
+                    torch.export.export(module, tuple(args))
                 else:
                     torch.jit.trace(module, tuple(args), check_trace=False)
         except Exception as error:  # noqa: BLE001 - the point is to find the failing layer
@@ -197,4 +241,4 @@ def first_line(error: BaseException) -> str:
 
 
 __all__ = ["DEFAULT_OPSET", "EXPORTERS", "FORMATS", "INSTALL_HINT", "find_unsupported_layer", "read_metadata",
-           "require_onnx", "runner", "write_onnx", "write_torchscript"]
+           "require_onnx", "runner", "write_onnx", "write_torch_export", "write_torchscript"]

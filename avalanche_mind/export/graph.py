@@ -6,7 +6,9 @@ here hold everything as data instead:
 
 - :func:`single_task_module`: one sub-network as an ordinary dense network of the
   same architecture: masked weights, its BatchNorm snapshot folded into the
-  convolutions before it, and a classifier cut down to the task's own classes;
+  convolutions before it, its own copy of the other per-experience tensors (biases,
+  other normalisations: see :mod:`avalanche_mind.core.snapshots`), and a classifier
+  cut down to the task's own classes;
 - :class:`TaskAgnosticModule`: every sub-network and the task choice in one graph.
   The raw weights are stored once, with the 1-byte ownership map; each task's
   weights are ``weight * (owner selects task) * bn_scale`` computed in the graph
@@ -94,9 +96,7 @@ class _Plan:
         _set_submodule(self.body, classifier, _Features())
         foldable = [n for n in self.layers if n != classifier]
         self.folds = dict(_fold_pairs(self.body, foldable))  # conv -> bn
-        folded_bns = set(self.folds.values())
         self.bns = {n: m for n, m in batchnorm_modules(self.body)}
-        self.unfolded_bns = [n for n in self.bns if n not in folded_bns]
         for conv, bn in self.folds.items():
             layer = self.body.get_submodule(conv)
             if layer.bias is None:
@@ -105,6 +105,21 @@ class _Plan:
         self.snapshots = snapshots
         for p in self.body.parameters():
             p.requires_grad_(False)
+        # Tensors of the body each experience has its own copy of (unfolded norms, biases, tokens); a folded
+        # convolution's bias is in its per-task shift instead.
+        folded_biases = {f"{conv}.bias" for conv in self.folds}
+        self.per_experience_keys = [k for k, v in self.body.state_dict().items()
+                                    if k in snapshots[0] and v.is_floating_point() and k not in folded_biases]
+
+    def per_experience(self, task: int) -> Dict[str, Tensor]:
+        """Experience ``task``'s copy of each of :attr:`per_experience_keys` (the body's value if it has none)."""
+        body = self.body.state_dict()
+        return {k: self.snapshots[task].get(k, body[k]).detach() for k in self.per_experience_keys}
+
+    def bias(self, task: int, layer: str) -> Optional[Tensor]:
+        """Gated ``layer``'s bias as experience ``task`` left it (snapshots hold biases; older ones do not)."""
+        live = self.layers[layer].bias
+        return self.snapshots[task].get(f"{layer}.bias", live.detach() if live is not None else None)
 
     def bn_tensors(self, task: int, bn: str) -> Dict[str, Optional[Tensor]]:
         snapshot, module = self.snapshots[task], self.bns[bn]
@@ -124,8 +139,8 @@ class _Plan:
         scale = torch.rsqrt(state["running_var"] + self.bns[bn].eps)
         if state["weight"] is not None:
             scale = scale * state["weight"]
-        bias = self.layers[conv].bias
-        centre = -state["running_mean"] if bias is None else bias.detach() - state["running_mean"]
+        bias = self.bias(task, conv)
+        centre = -state["running_mean"] if bias is None else bias - state["running_mean"]
         shift = centre * scale
         if state["bias"] is not None:
             shift = shift + state["bias"]
@@ -154,18 +169,14 @@ def _dense_task(model: nn.Module, classifier: str, snapshots, weight_sharing: bo
                 weight = weight * scale.view(-1, *([1] * (weight.dim() - 1))).to(weight.dtype)
                 target.bias.copy_(shift)
             target.weight.copy_(weight)
-        for bn in plan.unfolded_bns:
-            module = body.get_submodule(bn)
-            for key, value in plan.bn_tensors(task, bn).items():
-                if value is not None:
-                    getattr(module, key).copy_(value)
+        body.load_state_dict(plan.per_experience(task), strict=False)
         fc = plan.layers[classifier]
         rows = torch.tensor(list(classes), dtype=torch.long)
         head = nn.Linear(fc.in_features, len(rows), bias=fc.bias is not None)
         masked = fc.weight.detach() * _mask(fc.owner, task, weight_sharing, fc.weight.dtype)
         head.weight.copy_(masked[rows])
         if fc.bias is not None:
-            head.bias.copy_(fc.bias.detach()[rows])
+            head.bias.copy_(plan.bias(task, classifier)[rows])
     head.requires_grad_(False)
     return body.eval(), head.eval()
 
@@ -215,26 +226,25 @@ class TaskAgnosticModule(nn.Module):
             self.rule_keys.append(key)
 
     def _register_compact(self, plan: _Plan, classifier: str) -> None:
-        """Raw weights once, 1-byte owners, per-task BatchNorm scale/shift (folded) or tensors (unfolded)."""
+        """Raw weights once, 1-byte owners, per-task BatchNorm scale/shift (folded) and per-experience tensors."""
         self.body = plan.body
         self.layer_names = [n for n in plan.layers if n != classifier]
         self.folded = [n in plan.folds for n in self.layer_names]
-        self.unfolded_bns = list(plan.unfolded_bns)
+        self.per_experience_keys = list(plan.per_experience_keys)
         for name in self.layer_names:
             self.register_buffer(f"owner__{_key(name)}", self._rank(plan.layers[name].owner))
             if name in plan.folds:
                 scales, shifts = zip(*(plan.scale_shift(t, name) for t in range(self.n_tasks)))
                 self.register_buffer(f"scale__{_key(name)}", torch.stack(scales))
                 self.register_buffer(f"shift__{_key(name)}", torch.stack(shifts))
-        for bn in self.unfolded_bns:
-            per_task = [plan.bn_tensors(t, bn) for t in range(self.n_tasks)]
-            for key in _BN_KEYS:
-                if per_task[0][key] is not None:
-                    self.register_buffer(f"bn__{_key(bn)}__{key}", torch.stack([s[key] for s in per_task]))
+        per_task = [plan.per_experience(t) for t in range(self.n_tasks)]
+        for key in self.per_experience_keys:
+            self.register_buffer(f"own__{_key(key)}", torch.stack([tensors[key] for tensors in per_task]))
         fc = plan.layers[classifier]
         self.register_buffer("fc__weight", fc.weight.detach().clone())
         self.register_buffer("fc__owner", self._rank(fc.owner))
-        self.register_buffer("fc__bias", fc.bias.detach().clone() if fc.bias is not None else None)
+        self.register_buffer("fc__bias", torch.stack([plan.bias(t, classifier) for t in range(self.n_tasks)])
+                             if fc.bias is not None else None)
 
     def _rank(self, owner: Tensor) -> Tensor:
         """With weight sharing, task t uses the weights with ``0 <= owner <= t``: FREE (-1) is stored as the
@@ -257,11 +267,8 @@ class TaskAgnosticModule(nn.Module):
                 weight = weight * scale.view(-1, *([1] * (weight.dim() - 1)))
                 tensors[f"{name}.bias"] = getattr(self, f"shift__{_key(name)}")[t]
             tensors[f"{name}.weight"] = weight
-        for bn in self.unfolded_bns:
-            for key in _BN_KEYS:
-                value = getattr(self, f"bn__{_key(bn)}__{key}", None)
-                if value is not None:
-                    tensors[f"{bn}.{key}"] = value[t]
+        for key in self.per_experience_keys:
+            tensors[key] = getattr(self, f"own__{_key(key)}")[t]
         return tensors
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -279,7 +286,7 @@ class TaskAgnosticModule(nn.Module):
             feats = functional_call(self.body, self._task_tensors(t, ranks), (x,))
             fc = self.fc__weight * self._select(fc_rank, t, self.fc__weight.dtype)
             rows = getattr(self, f"rows__{t}")
-            bias = self.fc__bias.index_select(0, rows) if self.fc__bias is not None else None
+            bias = self.fc__bias[t].index_select(0, rows) if self.fc__bias is not None else None
             slice_logits.append(F.linear(feats, fc.index_select(0, rows), bias))
             features.append(feats)
         constants = {k: getattr(self, f"rule__{k}") for k in self.rule_keys}
