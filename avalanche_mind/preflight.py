@@ -1,20 +1,27 @@
 """Checks made before any training, so that a run cannot fail at its end on a path or a device given at its start.
 
 Used by every command (``train``, ``evaluate``, ``compare``); a failed check is a
-:class:`CLIError`, reported as one line without a traceback.
+:class:`CLIError`, reported as one line without a traceback. Also the commands' parser and
+help formatter; nothing here needs torch at import, so that ``--help`` is fast.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import tempfile
+import textwrap
 from pathlib import Path
-
-import torch
 
 
 class CLIError(Exception):
     """A user error reported as one line, without a traceback."""
+
+
+class WholeNamesFormatter(argparse.HelpFormatter):
+    """argparse's help, never breaking a line at a hyphen: the names it lists (glyphs-domain, mind-paper) stay whole."""
+
+    def _split_lines(self, text: str, width: int):
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -52,6 +59,8 @@ def check_writable(path, option: str, *, folder: bool = False) -> None:
 
 def check_device(device: str, option: str = "--device") -> None:
     """Raise :class:`CLIError` if torch cannot use ``device`` (unknown name, no GPU)."""
+    import torch  # here, not at the top: the parsers import this module, and their help needs no torch
+
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError):

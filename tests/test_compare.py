@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from avalanche_mind import MIND, gresnet32
-from avalanche_mind.runner import compare
+from avalanche_mind.runner import compare, session
 from avalanche_mind.runner.baselines import EpochLR
 from avalanche_mind.runner.packnet import packnet_backbone, prune_schedule
 from avalanche_mind.runner.presets import PRESETS, get_preset, with_overrides
@@ -336,7 +336,7 @@ def test_domain_toy_benchmark_runs_every_isolation_method_and_baseline(tmp_path)
 def test_an_unwritable_out_is_refused_before_training(tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    monkeypatch.setattr(compare, "run", lambda *a, **k: pytest.fail("trained before checking --out"))
+    monkeypatch.setattr(session, "run", lambda *a, **k: pytest.fail("trained before checking --out"))
     for out in (blocker, blocker / "sub"):
         assert compare.main(["--tiny", "--strategies", "naive", "--out", str(out)]) == 2
         assert "Traceback" not in capsys.readouterr().err

@@ -10,33 +10,43 @@
 
 ``avalanche-mind <command> --help`` explains every option. ``compare`` is the
 package's comparison runner (:mod:`avalanche_mind.runner`), with its own options.
+A command's module is imported only when the command runs: the parsers and their help
+need neither torch nor Avalanche, so ``--help`` answers at once.
 """
 from __future__ import annotations
 
 import sys
 from typing import Optional, Sequence
 
-from avalanche_mind.cli.evaluate import cmd_evaluate
-from avalanche_mind.cli.export import run_export
 from avalanche_mind.cli.options import PROG
-from avalanche_mind.cli.parser import build_parser
-from avalanche_mind.cli.train import cmd_train
+from avalanche_mind.cli.parser import COMMAND_HELP, build_parser
 from avalanche_mind.errors import CheckpointError, TrainingDivergedError
 from avalanche_mind.preflight import CLIError
-from avalanche_mind.runner.compare import main as compare
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "export": run_export}
+
+def _run(command: str, args) -> int:
+    """Run ``command`` on its parsed ``args``; its module (torch, Avalanche) is imported only now."""
+    if command == "train":
+        from avalanche_mind.cli.train import cmd_train as run
+    elif command == "evaluate":
+        from avalanche_mind.cli.evaluate import cmd_evaluate as run
+    else:
+        from avalanche_mind.cli.export import run_export as run
+    return run(args)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``avalanche-mind`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "compare":  # the runner parses (and explains) its own options
+        from avalanche_mind.runner.compare import main as compare
+
         return int(compare(argv[1:]) or 0)
-    args = build_parser().parse_args(argv)
+    # Only the named command's options are built: `avalanche-mind --help` reads no command module.
+    args = build_parser(commands=[argv[0]] if argv and argv[0] in COMMAND_HELP else []).parse_args(argv)
     args.argv = argv
     try:
-        return COMMANDS[args.command](args)
+        return _run(args.command, args)
     except (CLIError, CheckpointError, FileNotFoundError, ValueError) as error:
         # User errors (bad option values, unknown names, missing or mismatched files,
         # missing data sets) are reported as one line; the library raises ValueError

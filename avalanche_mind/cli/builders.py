@@ -6,13 +6,14 @@ from typing import Any, Dict, Optional
 
 from torch import nn
 
+from avalanche_mind.core.state import experience_classes
 from avalanche_mind.data.registry import load_benchmark
 from avalanche_mind.models import registry
 from avalanche_mind.preflight import CLIError
 
 
 def build_benchmark(name: str, data_root: Optional[str], kwargs: Dict[str, Any]):
-    """The benchmark registered as ``name`` (:mod:`avalanche_mind.data.registry`)."""
+    """The benchmark registered as ``name``, or a user's ``package.module:function`` (:mod:`~avalanche_mind.data`)."""
     try:
         return load_benchmark(name, data_root, **kwargs)
     except TypeError as error:
@@ -23,11 +24,8 @@ def benchmark_shape(benchmark) -> Dict[str, int]:
     """Number of classes and input channels/size of a benchmark."""
     stream = benchmark.train_stream
     n_classes = getattr(benchmark, "n_classes", None)
-    if not isinstance(n_classes, int):
-        classes = set()
-        for experience in stream:
-            classes.update(int(c) for c in experience.classes_in_this_experience)
-        n_classes = max(classes) + 1
+    if not isinstance(n_classes, int):  # e.g. benchmark_from_datasets: each experience's classes, as MIND reads them
+        n_classes = max(max(experience_classes(e), default=0) for e in [*stream, *benchmark.test_stream]) + 1
     x = stream[0].dataset[0][0]
     return {"num_classes": int(n_classes), "in_channels": int(x.shape[0]), "image_size": int(x.shape[-1])}
 

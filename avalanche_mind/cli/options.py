@@ -9,8 +9,8 @@ import argparse
 import ast
 from typing import Any, Dict, List, Optional, Sequence
 
-from avalanche_mind.data.registry import benchmark_names
-from avalanche_mind.preflight import CLIError
+from avalanche_mind.preflight import CLIError, WholeNamesFormatter
+from avalanche_mind.settings import BENCHMARK_NAMES, MODEL_NAMES
 
 PROG = "avalanche-mind"
 
@@ -49,7 +49,7 @@ def int_list(text: str) -> List[int]:
 
 
 def formatter(prog: str) -> argparse.HelpFormatter:
-    return argparse.HelpFormatter(prog, max_help_position=34)
+    return WholeNamesFormatter(prog, max_help_position=34)
 
 
 def add_benchmark_arguments(parser: argparse.ArgumentParser, from_checkpoint: bool) -> None:
@@ -59,7 +59,8 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser, from_checkpoint: bo
         "--benchmark",
         default=None,
         metavar="NAME",
-        help="benchmark to use: " + ", ".join(benchmark_names())
+        help="benchmark to use: " + ", ".join(BENCHMARK_NAMES) + ", or package.module:function, your own "
+        "function returning an Avalanche benchmark (--benchmark-arg values are its keyword arguments)"
         + (" (default: the one the checkpoint was trained on)" if from_checkpoint else ""),
     )
     group.add_argument(
@@ -80,8 +81,6 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser, from_checkpoint: bo
 
 def add_recorded_model_arguments(parser) -> None:
     """``--model`` / ``--model-arg`` of a command that reads a checkpoint (the recorded ones by default)."""
-    from avalanche_mind.models import MODEL_NAMES
-
     parser.add_argument("--model", choices=MODEL_NAMES, default=None,
                         help="backbone (default: the one recorded in the checkpoint)")
     parser.add_argument("--model-arg", action="append", default=None, metavar="KEY=VALUE",

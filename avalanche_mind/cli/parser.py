@@ -1,22 +1,37 @@
 """The ``avalanche-mind`` parser: every option of ``train`` and ``evaluate``; ``compare`` hands its own on.
 
 Defaults quoted in the help are read from :data:`avalanche_mind.core.config.DEFAULTS`, the
-one place MIND's defaults are written.
+one place MIND's defaults are written, and every list of names from :mod:`avalanche_mind.settings`:
+neither needs torch. A command's options are added only when that command runs
+(:func:`build_parser`'s ``commands``), so ``avalanche-mind --help`` reads no command module.
 """
 from __future__ import annotations
 
 import argparse
+from typing import Callable, Dict, Iterable, Optional
 
-from avalanche_mind.cli.export import add_export_arguments
 from avalanche_mind.cli.options import PROG, add_benchmark_arguments, add_recorded_model_arguments, formatter, int_list
 from avalanche_mind.core.config import DEFAULTS
-from avalanche_mind.core.distributed import DEFAULT_TIMEOUT_S
-from avalanche_mind.core.losses import DISTILL_LOSSES
-from avalanche_mind.logging.wandb_logger import add_wandb_arguments
-from avalanche_mind.models import MODEL_NAMES
+from avalanche_mind.logging.wandb_options import add_wandb_arguments
 from avalanche_mind.preflight import OneLineParser
-from avalanche_mind.settings import NEGATIVE_SOURCES, NEW_WEIGHTS, PAPER_SETTINGS, REJECTIONS
-from avalanche_mind.task_id.rules import TASK_INFERENCE_RULES
+from avalanche_mind.settings import (
+    DEFAULT_TIMEOUT_S,
+    DISTILL_LOSS_NAMES,
+    MODEL_NAMES,
+    NEGATIVE_SOURCES,
+    NEW_WEIGHTS,
+    PAPER_SETTINGS,
+    REJECTIONS,
+    TASK_INFERENCE_RULES,
+)
+
+COMMAND_HELP = {
+    "train": "train MIND on a benchmark, with checkpoints and optional W&B logging",
+    "evaluate": "evaluate a checkpoint (TAw, TAg, task identification) on a benchmark's test stream",
+    "compare": "compare MIND with Avalanche's baselines on one benchmark (the comparison runner)",
+    "export": "export a checkpoint to ONNX or TorchScript (one sub-network or all), verified against the Predictor",
+}
+"""Every command and its line in ``avalanche-mind --help``."""
 
 
 def _default(name: str) -> str:
@@ -31,22 +46,11 @@ def _default(name: str) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``avalanche-mind`` parser with its ``train``, ``evaluate`` and ``compare`` commands."""
-    parser = OneLineParser(
-        prog=PROG,
-        formatter_class=formatter,
-        description="MIND (Multi-Task Incremental Network Distillation) on Avalanche benchmarks.",
-        epilog="Run `avalanche-mind <command> --help` for the options of each command.",
-    )
-    commands = parser.add_subparsers(dest="command", metavar="<command>")
-    commands.required = True
-
-    # ---------------------------------------------------------------- train
+def _add_train(commands) -> None:
     train = commands.add_parser(
         "train",
         formatter_class=formatter,
-        help="train MIND on a benchmark, with checkpoints and optional W&B logging",
+        help=COMMAND_HELP["train"],
         description="Train MIND on every experience of a benchmark's train stream, evaluating on the "
         "test stream after each one. Options left out take the --preset's value if one is given, "
         "else MIND's defaults (the paper's CIFAR-100 schedule; --paper for the paper's method exactly). "
@@ -70,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         choices=MODEL_NAMES,
         default=None,
-        help="backbone: auto (gresnet32, or gresnet32_64 for 64x64 inputs), gresnet32, gresnet32_64, "
-        "small_cnn, or resnet (configure with --model-arg blocks_per_stage=N); default: auto",
+        help=f"backbone: {', '.join(MODEL_NAMES)}; auto (the default) is gresnet32, or gresnet32_64 for 64x64 "
+        "inputs; resnet is configured with --model-arg blocks_per_stage=N",
     )
     model.add_argument(
         "--model-arg", action="append", default=None, metavar="KEY=VALUE",
@@ -102,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"evaluation minibatch size (default {_default('eval_mb_size')})")
     mind.add_argument("--beta", type=float, default=None, metavar="BETA",
                       help=f"weight of the distillation term (default {_default('beta')})")
-    mind.add_argument("--distill-loss", choices=tuple(DISTILL_LOSSES), default=None,
+    mind.add_argument("--distill-loss", choices=DISTILL_LOSS_NAMES, default=None,
                       help=f"distillation divergence (default {_default('distill_loss')})")
     mind.add_argument("--temperature", type=float, default=None, metavar="T",
                       help=f"softmax temperature of the task-agnostic task choice (default {_default('temperature')})")
@@ -154,11 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "e.g. when one froze (default %(default)g; torch's own is 1800)")
     add_wandb_arguments(train)
 
-    # ------------------------------------------------------------- evaluate
+
+def _add_evaluate(commands) -> None:
     evaluate = commands.add_parser(
         "evaluate",
         formatter_class=formatter,
-        help="evaluate a checkpoint (TAw, TAg, task identification) on a benchmark's test stream",
+        help=COMMAND_HELP["evaluate"],
         description="Load a checkpoint written by `avalanche-mind train` (or save_checkpoint) and report, "
         "per test experience, task-aware (TAw) and task-agnostic (TAg) accuracy and how often the "
         "task was identified. No strategy is built: this is avalanche_mind.inference.predictor.Predictor.",
@@ -177,24 +182,56 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--quiet", action="store_true",
                           help="print only the final line (no table of per-experience results)")
 
-    # -------------------------------------------------------------- compare
+
+def _add_compare(commands) -> None:
     compare = commands.add_parser(
         "compare",
         add_help=False,
         formatter_class=formatter,
-        help="compare MIND with PackNet, LwF, Naive and Joint training (the comparison runner)",
+        help=COMMAND_HELP["compare"],
         description="Run the comparison runner (avalanche_mind.runner) with the given arguments; "
         "`avalanche-mind compare --help` prints its own options.",
     )
     compare.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the comparison runner")
 
-    # --------------------------------------------------------------- export
+
+def _add_export(commands) -> None:
+    from avalanche_mind.cli.export import add_export_arguments  # torch: only when export's options are built
+
     export = commands.add_parser(
         "export",
         formatter_class=formatter,
-        help="export a checkpoint to ONNX or TorchScript (one sub-network or all), verified against the Predictor",
+        help=COMMAND_HELP["export"],
         description="Write one sub-network (--task T) or the whole task-agnostic predictor (--task all) as ONNX "
         "or TorchScript; the file is run back and compared with the Predictor before it is kept.",
     )
     add_export_arguments(export)
+
+
+_COMMANDS: Dict[str, Callable[[argparse._SubParsersAction], None]] = {
+    "train": _add_train, "evaluate": _add_evaluate, "compare": _add_compare, "export": _add_export,
+}
+"""Each command -> what adds its sub-parser with all its options (export's alone imports torch)."""
+
+
+def build_parser(commands: Optional[Iterable[str]] = None) -> argparse.ArgumentParser:
+    """The ``avalanche-mind`` parser with its ``train``, ``evaluate``, ``compare`` and ``export`` commands.
+
+    ``commands``: the commands whose options are built (None: every one); the others are
+    listed by name and help line only, so ``avalanche-mind --help`` imports no command.
+    """
+    parser = OneLineParser(
+        prog=PROG,
+        formatter_class=formatter,
+        description="MIND (Multi-Task Incremental Network Distillation) on Avalanche benchmarks.",
+        epilog="Run `avalanche-mind <command> --help` for the options of each command.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="<command>")
+    subparsers.required = True
+    wanted = set(_COMMANDS if commands is None else commands)
+    for name, add in _COMMANDS.items():
+        if name in wanted:
+            add(subparsers)
+        else:
+            subparsers.add_parser(name, help=COMMAND_HELP[name], add_help=False)
     return parser

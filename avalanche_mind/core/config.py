@@ -17,9 +17,15 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
-from avalanche_mind.core.losses import DISTILL_LOSSES
-from avalanche_mind.settings import NEGATIVE_SOURCES, NEW_WEIGHTS, PAPER_SETTINGS, REJECTIONS
-from avalanche_mind.task_id.rules import check_rule
+# Names only, no torch: presets and the command line's help read this module cheaply.
+from avalanche_mind.settings import (
+    DISTILL_LOSS_NAMES,
+    NEGATIVE_SOURCES,
+    NEW_WEIGHTS,
+    PAPER_SETTINGS,
+    REJECTIONS,
+    check_rule,
+)
 
 STRUCTURAL_KEYS = ("n_experiences", "capacity", "self_distillation", "weight_sharing", "bn_per_task")
 """Settings that define what the saved weights mean: a checkpoint and the strategy loading it always agree."""
@@ -163,8 +169,8 @@ class MINDConfig:
             _check_int(name, getattr(self, name), 1)
         for name in ("teacher_epochs", "train_epochs"):
             _check_int(name, getattr(self, name), 0)
-        if self.distill_loss not in DISTILL_LOSSES:
-            raise ValueError(f"unknown distill_loss {self.distill_loss!r}; use one of {sorted(DISTILL_LOSSES)}")
+        if self.distill_loss not in DISTILL_LOSS_NAMES:
+            raise ValueError(f"unknown distill_loss {self.distill_loss!r}; use one of {sorted(DISTILL_LOSS_NAMES)}")
         check_rule(self.task_inference)
         if self.new_weights not in NEW_WEIGHTS:
             raise ValueError(f"unknown new_weights {self.new_weights!r}; use one of {list(NEW_WEIGHTS)}")

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avalanche_mind.core.snapshots import frozen_running_statistics
+from avalanche_mind.settings import DISTILL_LOSS_NAMES, check_names
 from avalanche_mind.task_id import rotations, uniform_target_loss
 
 DistillLoss = Callable[[Tensor, Tensor], Tensor]
@@ -68,6 +69,7 @@ DISTILL_LOSSES: Dict[str, DistillLoss] = {
     "cosine": cosine_distance,
     "l2": l2_distance,
 }
+check_names("core.losses.DISTILL_LOSSES", DISTILL_LOSSES, DISTILL_LOSS_NAMES)  # the help lists the settings' names
 
 
 def rotation_rejection_loss(network: nn.Module, x: Tensor, slice_: Tensor) -> Tensor:

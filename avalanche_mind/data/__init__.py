@@ -5,7 +5,8 @@ class-incremental, and domain-incremental by style, pixel permutation, rotation 
 a hard style shift;
 ``real`` wraps Avalanche's CIFAR-100, Tiny ImageNet, CORe50 and MNIST benchmarks
 and fails within seconds, with instructions, when their files are missing offline;
-``registry`` builds any of them, or a generated ``toy`` stream, by name.
+``registry`` builds any of them, or a generated ``toy`` stream, by name, and ``user``
+a user's own ``package.module:function``.
 """
 
 from avalanche_mind.data.glyphs import (
@@ -34,6 +35,7 @@ from avalanche_mind.data.real import (
     split_tiny_imagenet,
 )
 from avalanche_mind.data.registry import benchmark_names, load_benchmark
+from avalanche_mind.data.user import UserBenchmarkError
 
 __all__ = [
     "BENCHMARKS",
@@ -42,6 +44,7 @@ __all__ = [
     "SHIFT_DOMAINS",
     "STYLES",
     "DatasetNotAvailableError",
+    "UserBenchmarkError",
     "GlyphDataset",
     "GlyphDomain",
     "GlyphStyle",

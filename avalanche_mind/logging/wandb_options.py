@@ -1,14 +1,18 @@
 """The ``--wandb`` command-line options, shared by every script, and the logger they ask for.
 
 One option group, one name check and one factory, so ``avalanche-mind train``,
-the comparison runner and the examples log to W&B the same way.
+the comparison runner and the examples log to W&B the same way. The options need
+neither torch nor Avalanche (the logger is imported when one is made), so help is fast.
 """
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
 
-from avalanche_mind.logging.wandb_avalanche_logger import WANDB_MODES, MINDWandBLogger
+from avalanche_mind.settings import WANDB_MODES
+
+if TYPE_CHECKING:
+    from avalanche_mind.logging.wandb_avalanche_logger import MINDWandBLogger
 
 
 def add_wandb_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -59,6 +63,8 @@ def wandb_logger_from_args(
     """
     if not getattr(args, "wandb", False):
         return None
+    from avalanche_mind.logging.wandb_avalanche_logger import MINDWandBLogger  # Avalanche: only when logging
+
     kwargs: Dict[str, Any] = dict(
         project=args.wandb_project,
         entity=args.wandb_entity,

@@ -12,6 +12,7 @@ from torch import nn
 
 from avalanche_mind.core.layers import gate_model, ungate
 from avalanche_mind.models.gresnet import ResNet, gresnet32, gresnet32_64, small_cnn
+from avalanche_mind.settings import MODEL_NAMES, check_names
 
 
 def _resnet(num_classes: int, in_channels: int, **kwargs: Any) -> nn.Module:
@@ -39,8 +40,7 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
 }
 """``builder(num_classes, in_channels, **kwargs)`` -> the plain (ungated) network."""
 
-MODEL_NAMES = ("auto", *MODELS)
-"""What ``--model`` accepts: ``auto`` picks the ResNet-32 for the input size."""
+check_names("models.registry.MODELS", ("auto", *MODELS), MODEL_NAMES)  # MODEL_NAMES: what ``--model`` accepts
 
 
 def resolve_model(name: str, image_size: int = 32) -> str:

@@ -27,7 +27,6 @@ import avalanche
 import torch
 from avalanche.training.plugins import EvaluationPlugin
 
-from avalanche_mind.core.state import experience_classes
 from avalanche_mind.data.registry import load_benchmark
 from avalanche_mind.inference.metrics import mind_metrics
 from avalanche_mind.io.random_state import training_rng_kept
@@ -37,6 +36,7 @@ from avalanche_mind.runner.presets import Preset
 from avalanche_mind.runner.probes import MetricRow, PeakRSS, ResourceProbe
 from avalanche_mind.runner.reproducible import seed_everything
 from avalanche_mind.runner.strategies import STRATEGIES, RunContext, StrategySpec
+from avalanche_mind.runner.streams import describe_stream, runnable
 from avalanche_mind.runner.validation import validation_benchmark
 
 WandBFactory = Callable[[str, int, Dict[str, Any]], Any]
@@ -86,25 +86,6 @@ Executor = Callable[..., List[Outcome]]
 as each task finishes (the runner records it then, so a kill loses only the runs in progress)."""
 
 
-def describe_stream(benchmark) -> Dict[str, Any]:
-    """Number of experiences, classes, input channels and the scenario (class or domain)."""
-    train = list(benchmark.train_stream)
-    classes = [experience_classes(e) for e in train]
-    first_x = train[0].dataset[0][0]
-    domain = len(train) > 1 and all(set(c) == set(classes[0]) for c in classes)
-    return {
-        "n_experiences": len(train),
-        "n_test_experiences": len(list(benchmark.test_stream)),
-        "num_classes": max(max(c) for c in classes) + 1,
-        "in_channels": int(first_x.shape[0]),
-        "input_shape": list(first_x.shape),
-        "scenario": "domain" if domain else "class",
-        "classes_per_experience": [len(c) for c in classes],
-        "train_sizes": [len(e.dataset) for e in train],
-        "test_sizes": [len(e.dataset) for e in benchmark.test_stream],
-    }
-
-
 def wandb_config(name: str, spec: StrategySpec, base: RunContext, seed: int) -> Dict[str, Any]:
     """What a W&B run of one (strategy, seed) records as its configuration."""
     preset = base.preset
@@ -132,13 +113,16 @@ _LOADED: Dict[str, Tuple[Any, Dict[str, Any]]] = {}
 def loaded(preset: Preset, data_root: Optional[str], validation: bool = False) -> Tuple[Any, Dict[str, Any]]:
     """The preset's benchmark and its description, loaded once per process (a worker's runs share it).
 
+    Completed with what Avalanche's strategies read (:func:`avalanche_mind.runner.streams.runnable`), so a
+    user's ``benchmark_from_datasets`` without classes timeline or task labels trains every strategy.
+
     ``validation``: instead, the benchmark whose test stream is the validation split
     of the training stream (:func:`avalanche_mind.runner.validation.validation_benchmark`).
     """
     key = repr((preset.benchmark, sorted(dict(preset.benchmark_kwargs).items()), data_root, validation))
     if key not in _LOADED:
         _LOADED.clear()
-        benchmark = load_benchmark(preset.benchmark, data_root, **dict(preset.benchmark_kwargs))
+        benchmark = runnable(load_benchmark(preset.benchmark, data_root, **dict(preset.benchmark_kwargs)))
         if validation:
             benchmark = validation_benchmark(benchmark)
         _LOADED[key] = (benchmark, describe_stream(benchmark))

@@ -15,7 +15,9 @@ from avalanche_mind.core.config import resolve_settings
 from avalanche_mind.core.strategy import MIND
 from avalanche_mind.models import build_model
 from avalanche_mind.runner.baselines import BASELINES
+from avalanche_mind.runner.names import DEFAULT_STRATEGIES, LADDER, NEGATIVES, STRATEGY_NAMES
 from avalanche_mind.runner.presets import Preset
+from avalanche_mind.settings import check_names
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,8 @@ STRATEGIES: Dict[str, StrategySpec] = {
     "joint": StrategySpec("Joint (upper bound)", BASELINES["joint"], joint=True),
 }
 
-LADDER = ("mind-paper-he", "mind-paper-rotation", "mind-sd", "mind-packnet-like", "mind-paper-js")
-"""Ablations (rungs between the paper's method and the defaults, and the paper's own): run on request."""
-NEGATIVES = tuple(name for name in STRATEGIES if "negative" in name)
-"""The cross-task negatives' ablation: one row per source, the rehearsal reference, PackNet with them: on request."""
-DEFAULT_STRATEGIES = tuple(name for name in STRATEGIES if name not in LADDER + NEGATIVES)
+check_names("runner.strategies.STRATEGIES", STRATEGIES, STRATEGY_NAMES)  # the help lists runner.names'
+
+
+__all__ = ["DEFAULT_STRATEGIES", "LADDER", "NEGATIVES", "NEGATIVE_MEMORY", "STRATEGIES", "RunContext", "StrategySpec",
+           "build_mind"]

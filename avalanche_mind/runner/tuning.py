@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from avalanche_mind.runner.loop import Executor, RunFailed, RunTask, loaded, run_serial
+from avalanche_mind.runner.names import TUNED
 from avalanche_mind.runner.presets import Preset
 from avalanche_mind.runner.validation import SPLIT_SEED, VALIDATION_FRACTION
+from avalanche_mind.settings import check_names
 
 RECORDS = Path(__file__).resolve().parents[2] / "benchmarks" / "tuning"
 """Where ``compare --tune`` writes ``<preset>.json`` by default (the repository's ``benchmarks/tuning``)."""
@@ -56,6 +58,7 @@ GRIDS: Mapping[str, Callable[[Preset], Grid]] = {
     "packnet": _packnet_grid,
 }
 """The baselines with hyperparameters of their own, and the grid searched for each on a preset."""
+check_names("runner.tuning.GRIDS", GRIDS, TUNED)  # the help lists runner.names.TUNED
 
 
 # ------------------------------------------------------------------ the search

@@ -11,7 +11,8 @@ from collections import defaultdict
 from typing import Dict, List, Sequence, Tuple
 
 import torch
-from avalanche.benchmarks import benchmark_from_datasets, with_classes_timeline, with_task_labels
+
+from avalanche_mind.runner.streams import rebuilt
 
 VALIDATION_FRACTION = 0.15
 """Share of each class of each training experience held out for validation."""
@@ -48,4 +49,4 @@ def validation_benchmark(benchmark, fraction: float = VALIDATION_FRACTION, seed:
         keep, held = split_indices(list(data.targets), fraction, seed + i)
         train.append(data.subset(keep))
         validation.append(data.subset(held))
-    return with_task_labels(with_classes_timeline(benchmark_from_datasets(train=train, test=validation)))
+    return rebuilt(train, validation)

@@ -46,22 +46,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from avalanche_mind.settings import TASK_INFERENCE_RULES, check_rule  # the names, torch-free, for the help texts
 from avalanche_mind.task_id.statistics import N_FEATURES, ScoreStatistics
 
-TASK_INFERENCE_RULES = (
-    "max_confidence", "entropy", "max_logit", "energy", "zscore", "likelihood_ratio", "shared_foreign",
-)
 STATISTICS_RULES = frozenset({"zscore", "likelihood_ratio", "shared_foreign"})
 """The rules that need :class:`ScoreStatistics` and each sub-network's penultimate features."""
 
 _LOG_2PI = N_FEATURES * math.log(2 * math.pi)
 _ZSCORE_DIRECTIONS = ([1.0, -1.0, 0.0], [0.0, 0.0, 1.0])
 """zscore sums two standardised scores: log max softmax (max logit - logsumexp) and minus the feature distance."""
-
-
-def check_rule(rule: str) -> None:
-    if rule not in TASK_INFERENCE_RULES:
-        raise ValueError(f"unknown task_inference {rule!r}; use one of {list(TASK_INFERENCE_RULES)}")
 
 
 # ------------------------------------------------------------------ constants
