@@ -29,7 +29,8 @@ COMMAND_HELP = {
     "train": "train MIND on a benchmark, with checkpoints and optional W&B logging",
     "evaluate": "evaluate a checkpoint (TAw, TAg, task identification) on a benchmark's test stream",
     "compare": "compare MIND with Avalanche's baselines on one benchmark (the comparison runner)",
-    "export": "export a checkpoint to ONNX or TorchScript (one sub-network or all), verified against the Predictor",
+    "export": "export a checkpoint to ONNX, torch.export or TorchScript (one sub-network or all), verified against "
+              "the Predictor",
 }
 """Every command and its line in ``avalanche-mind --help``."""
 
@@ -202,8 +203,8 @@ def _add_export(commands) -> None:
         "export",
         formatter_class=formatter,
         help=COMMAND_HELP["export"],
-        description="Write one sub-network (--task T) or the whole task-agnostic predictor (--task all) as ONNX "
-        "or TorchScript; the file is run back and compared with the Predictor before it is kept.",
+        description="Write one sub-network (--task T) or the whole task-agnostic predictor (--task all) as ONNX, "
+        "torch.export (.pt2) or TorchScript; the file is run back and compared with the Predictor before it is kept.",
     )
     add_export_arguments(export)
 
