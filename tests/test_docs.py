@@ -17,6 +17,7 @@ lists those and requires a reason for each (there are none today).
 from __future__ import annotations
 
 import re
+import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,3 +126,6 @@ def test_python_blocks_run(page, tmp_path, monkeypatch, glyph_cache):
         # Blank lines in front, so that a traceback gives the line numbers of the page.
         code = compile("\n" * (block.line - 1) + as_run(block), block.page, "exec")
         exec(code, {"__name__": "__main__"})
+    wandb = sys.modules.get("wandb")
+    if wandb is not None:  # a page's W&B run must not leave wandb's process-wide settings to later tests
+        wandb.teardown()

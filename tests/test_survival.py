@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from avalanche_mind.io.locking import OutputLock
-from avalanche_mind.runner import compare, loop
+from avalanche_mind.runner import compare, loop, session
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +74,7 @@ def _holder(target: Path) -> subprocess.Popen:
 
 def test_a_second_writer_of_the_same_out_is_refused_naming_the_first(tmp_path, monkeypatch):
     out = tmp_path / "out"
-    monkeypatch.setattr(compare, "run", lambda *a, **k: pytest.fail("trained while --out was in use"))
+    monkeypatch.setattr(session, "run", lambda *a, **k: pytest.fail("trained while --out was in use"))
     holder = _holder(out)
     try:
         status, err = _compare("--tiny", "--strategies", "naive", "--out", out)
@@ -90,8 +90,9 @@ def test_a_second_writer_of_the_same_out_is_refused_naming_the_first(tmp_path, m
 
 
 def test_a_second_writer_of_the_same_checkpoint_is_refused(tmp_path, capsys, monkeypatch):
-    from avalanche_mind import MIND, cli
     from test_cli import TINY
+
+    from avalanche_mind import MIND, cli
 
     ckpt = tmp_path / "run.pt"
     monkeypatch.setattr(MIND, "train", lambda *a, **k: pytest.fail("trained while --checkpoint was in use"))
@@ -124,7 +125,6 @@ def test_ctrl_c_in_compare_says_what_is_kept_in_one_line(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_ctrl_c_in_compare_with_workers_ends_them_and_exits_130(tmp_path):
-    import time
 
     hang = ("import sys, time; from avalanche_mind.runner import loop\n"
             "def run_strategy(*a, **k):\n    print('started', flush=True); time.sleep(3600)\n"

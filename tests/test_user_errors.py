@@ -3,7 +3,6 @@ defects of the second reliability round (huge learning rates, extreme inputs, ed
 from __future__ import annotations
 
 import errno
-import json
 import os
 
 import numpy as np
@@ -99,7 +98,7 @@ def test_edited_checkpoints_are_refused_by_evaluate_and_export(checkpoint, tmp_p
     path = edited(checkpoint, tmp_path, key)
     for argv in (["evaluate", path], ["export", path, "--out", tmp_path / "m.pt"]):
         code, out, err = run_cli(argv, capsys)
-        assert code == 2 and one_line(err) and f"lacks entries this avalanche-mind reads" in err and key in err, err
+        assert code == 2 and one_line(err) and "lacks entries this avalanche-mind reads" in err and key in err, err
 
 
 # ---------------------------------------------------------------- training

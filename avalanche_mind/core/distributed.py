@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from avalanche_mind.core.layers import batchnorm_modules
+from avalanche_mind.settings import DEFAULT_TIMEOUT_S  # how long a rank waits in one collective
 
 
 def is_distributed() -> bool:
@@ -48,8 +49,6 @@ def is_main_process() -> bool:
     return DistributedHelper.is_main_process
 
 
-DEFAULT_TIMEOUT_S = 300.0
-"""How long a rank waits for the others in one collective before failing (torch's own default is 30 minutes)."""
 
 
 def init_from_environment(seed: int, device: str = "cpu", timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:

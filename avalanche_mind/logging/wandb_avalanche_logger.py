@@ -33,11 +33,11 @@ from avalanche_mind.logging.wandb_quantities import (
     run_config,
     teacher_rows,
 )
+from avalanche_mind.settings import WANDB_MODES
 
 if TYPE_CHECKING:
     from avalanche_mind.core.strategy import MIND
 
-WANDB_MODES = ("online", "offline", "disabled")
 
 
 def _generate_run_id(wandb_module) -> str:
