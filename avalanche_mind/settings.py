@@ -34,7 +34,7 @@ TASK_INFERENCE_RULES = (
 """How a test input's task is chosen without its label (implemented in :mod:`avalanche_mind.task_id.rules`)."""
 DISTILL_LOSS_NAMES = ("js", "symmetric_kl", "kl", "cosine", "l2")
 """The distillation divergences (implemented by :data:`avalanche_mind.core.losses.DISTILL_LOSSES`)."""
-MODEL_NAMES = ("auto", "gresnet32", "gresnet32_64", "small_cnn", "resnet")
+MODEL_NAMES = ("auto", "gresnet32", "gresnet32_64", "small_cnn", "resnet", "vit")
 """What ``--model`` accepts (:mod:`avalanche_mind.models.registry`); ``auto`` picks the ResNet-32 for the input size."""
 BENCHMARK_NAMES = (
     "cifar100", "core50", "glyphs", "glyphs-domain", "glyphs-permuted", "glyphs-rotated", "glyphs-shift",

@@ -15,8 +15,9 @@ import torch
 from avalanche_mind import MIND, gresnet32
 from avalanche_mind.runner import compare, session
 from avalanche_mind.runner.baselines import EpochLR
+from avalanche_mind.runner.overrides import with_overrides
 from avalanche_mind.runner.packnet import packnet_backbone, prune_schedule
-from avalanche_mind.runner.presets import PRESETS, get_preset, with_overrides
+from avalanche_mind.runner.presets import PRESETS, get_preset
 from avalanche_mind.runner.report import forgetting
 from avalanche_mind.runner.strategies import LADDER, NEGATIVES, STRATEGIES, RunContext
 

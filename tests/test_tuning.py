@@ -12,7 +12,8 @@ from avalanche_mind.data.toy import toy_class_incremental
 from avalanche_mind.runner import compare, parallel, tuning, validation
 from avalanche_mind.runner.baselines import EpochLR, SynapticIntelligenceCopies
 from avalanche_mind.runner.loop import run_serial
-from avalanche_mind.runner.presets import BASELINE_FIELDS, PRESETS, Preset, check_overrides, get_preset, with_overrides
+from avalanche_mind.runner.overrides import check_overrides, with_overrides
+from avalanche_mind.runner.presets import BASELINE_FIELDS, PRESETS, Preset, get_preset
 from avalanche_mind.runner.strategies import DEFAULT_STRATEGIES, STRATEGIES, RunContext
 
 RECORDS = Path(__file__).resolve().parent.parent / "benchmarks" / "tuning"

@@ -12,6 +12,7 @@ from torch import nn
 
 from avalanche_mind.core.layers import gate_model, ungate
 from avalanche_mind.models.gresnet import ResNet, gresnet32, gresnet32_64, small_cnn
+from avalanche_mind.models.vit import vit
 from avalanche_mind.settings import MODEL_NAMES, check_names
 
 
@@ -37,6 +38,7 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "gresnet32_64": _gresnet32_64,
     "small_cnn": _small_cnn,
     "resnet": _resnet,
+    "vit": vit,
 }
 """``builder(num_classes, in_channels, **kwargs)`` -> the plain (ungated) network."""
 

@@ -37,6 +37,7 @@ def normalisation_of(model: nn.Module) -> str:
     kinds = {"BatchNorm (running statistics, affine)"} if batchnorm_modules(model) else set()
     kinds.update(f"GroupNorm (affine={m.affine}, no running statistics)"
                  for m in model.modules() if isinstance(m, nn.GroupNorm))
+    kinds.update(f"LayerNorm (affine={m.elementwise_affine})" for m in model.modules() if isinstance(m, nn.LayerNorm))
     return ", ".join(sorted(kinds)) or "none"
 
 

@@ -24,7 +24,8 @@ from avalanche_mind.logging.wandb_options import check_wandb_names, wandb_logger
 from avalanche_mind.preflight import CLIError, check_device, check_writable
 from avalanche_mind.runner import parallel, records, report, tuning
 from avalanche_mind.runner.loop import OutputError, loaded, run, run_serial
-from avalanche_mind.runner.presets import Preset, check_overrides, get_preset, with_overrides
+from avalanche_mind.runner.overrides import check_overrides, with_overrides
+from avalanche_mind.runner.presets import Preset, get_preset
 from avalanche_mind.runner.reproducible import default_threads, set_threads
 from avalanche_mind.settings import TASK_INFERENCE_RULES
 
