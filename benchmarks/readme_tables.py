@@ -67,6 +67,15 @@ TABLES: Dict[str, Table] = {
             Row("Joint (upper bound)", "glyphs-cpu", "joint", "packnet"),
         ],
     ),
+    "glyphs-vit-cpu": Table(
+        [
+            Row("**MIND (defaults), ViT**", "glyphs-vit-cpu", "mind", "mind"),
+            Row("MIND (paper's settings), ViT", "glyphs-vit-cpu", "mind-paper", "mind"),
+            Row("LwF (untuned), ViT", "glyphs-vit-cpu", "lwf", "mind"),
+            Row("Naive (lower bound), ViT", "glyphs-vit-cpu", "naive", "mind"),
+            Row("MIND (defaults), ResNet: the glyphs-cpu row above", "glyphs-cpu-negatives", "mind", "mind"),
+        ],
+    ),
     "glyphs-domain-cpu": Table(
         [
             # No earlier domain is foreign to a later one (the same classes), so the defaults
@@ -112,8 +121,8 @@ def command(record: str) -> str:
 def render(table: Table) -> str:
     """The Markdown table (with the command above it) of ``table``, from the records."""
     head = ["Strategy", *[f"TAg % (`{r}`)" for r in RULES[:1]], "TaskId %", "TAw %",
-            *[f"TAg % (`{r}`)" for r in RULES[1:]], "seeds", "train s (ratio in its record)", "other state MB",
-            "record"]
+            *[f"TAg % (`{r}`)" for r in RULES[1:]], "seeds", "train s (ratio in its record)", "params held",
+            "other state MB", "record"]
     records = list(dict.fromkeys(row.record for row in table.rows))
     lines = ["```bash", *(command(record) for record in records), "```", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -129,7 +138,8 @@ def render(table: Table) -> str:
         cells = [
             row.label, _pct(first, "tag"), _pct(first, "taskid"), _pct(entry, "taw"),
             *[_pct(rules[r], "tag") if r in rules else "—" for r in RULES[1:]],
-            str(len(entry["runs"])), f"{seconds:.0f}{ratio}", f"{entry['mean']['state_mb']:.1f}", f"`{row.record}`",
+            str(len(entry["runs"])), f"{seconds:.0f}{ratio}", f"{entry['mean']['params_kept'] / 1e6:.3f}M",
+            f"{entry['mean']['state_mb']:.1f}", f"`{row.record}`",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
