@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from avalanche_mind.errors import few
+
 FREE = -1
 """Owner value of a weight that no experience owns yet."""
 
@@ -267,9 +269,7 @@ def ensure_gated(model: nn.Module) -> nn.Module:
              if type(module) in (nn.Conv2d, nn.Linear)]
     if plain:
         raise ValueError(
-            f"the model is only partly gated: {', '.join(plain[:5])}"
-            + (f" and {len(plain) - 5} more" if len(plain) > 5 else "")
-            + " are plain nn.Conv2d/nn.Linear layers, which MIND neither splits between "
+            f"the model is only partly gated: {few(plain)} are plain nn.Conv2d/nn.Linear layers, which MIND neither splits between "
             "experiences nor protects (experience 0 would train them, later ones would find "
             "them frozen). Gate the whole model: avalanche_mind.gate_model(model) gates the "
             "remaining layers and keeps the gated ones."

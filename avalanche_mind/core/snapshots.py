@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from avalanche_mind.core.layers import GatedConv2d, GatedLinear, GatedMultiheadAttention, batchnorm_modules
+from avalanche_mind.errors import few
 
 NORMALISATION = tuple(
     cls for cls in (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, getattr(nn, "RMSNorm", None))
@@ -57,9 +58,7 @@ def account_parameters(model: nn.Module) -> Dict[str, str]:
                 refused.append(f"{name} ({type(module).__name__})")
     if refused:
         raise ValueError(
-            f"MIND cannot split these parameters between experiences: {', '.join(refused[:5])}"
-            + (f" and {len(refused) - 5} more" if len(refused) > 5 else "")
-            + ". MIND gates nn.Conv2d, nn.Linear and nn.MultiheadAttention and keeps a per-experience copy of "
+            f"MIND cannot split these parameters between experiences: {few(refused)}. MIND gates nn.Conv2d, nn.Linear and nn.MultiheadAttention and keeps a per-experience copy of "
             "normalisation layers and of the model's own small parameters; build these layers from "
             "Conv2d/Linear (e.g. a 1x1 Conv2d for a Conv1d, a Linear on one-hot inputs for an Embedding)."
         )
@@ -77,8 +76,9 @@ def per_experience_tensors(model: nn.Module) -> Dict[str, Tensor]:
     for name, module in model.named_modules():
         if isinstance(module, (GatedConv2d, GatedLinear)):
             gated.update({f"{name}.weight" if name else "weight", f"{name}.owner" if name else "owner"})
+    saved = model.state_dict(keep_vars=True).keys()  # persistent entries only (not the masks)
     tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-    return {k: v for k, v in tensors.items() if k not in gated and k in model.state_dict()}
+    return {k: v for k, v in tensors.items() if k not in gated and k in saved}
 
 
 def experience_state(model: nn.Module) -> Dict[str, Tensor]:

@@ -115,6 +115,7 @@ class SubnetworkBank:
             self.tasks: List[Dict[str, Tensor]] = []
             self._task_inputs: List[List[Tensor]] = []
             bns = dict(batchnorm_modules(model))
+            self._live = per_experience_tensors(model)  # for tasks without a snapshot of a tensor
             for task in range(n_tasks):
                 masked = {
                     name: layer.weight.detach() * ownership.subnetwork_mask(layer, task, weight_sharing)
@@ -143,7 +144,7 @@ class SubnetworkBank:
         named: Dict[str, Tensor] = {}
         inputs: List[Tensor] = []
         bn_cache: Dict[str, Dict[str, Optional[Tensor]]] = {}
-        live = per_experience_tensors(self.model)
+        live = self._live
 
         def own(name: str) -> Tensor:  # the task's copy of a per-experience tensor (the live one while it trains)
             return snapshot[name] if snapshot is not None and name in snapshot else live[name].detach()

@@ -20,7 +20,7 @@ from torch.optim.lr_scheduler import MultiStepLR
 
 from avalanche_mind.core.layers import compact_state_dict, unpack_owner
 from avalanche_mind.core.state import snapshot_count
-from avalanche_mind.errors import CheckpointError
+from avalanche_mind.errors import CheckpointError, few
 from avalanche_mind.io.evaluator_state import evaluator_state, restore_evaluator
 
 _CLOCK_KEYS = ("train_iterations", "train_exp_counter", "total_iterations")
@@ -72,10 +72,6 @@ def model_signature(model: nn.Module) -> Dict[str, List[int]]:
     return {k: list(v.shape) for k, v in model.state_dict().items()}
 
 
-def _few(names: List[str]) -> str:
-    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-
-
 def check_model_matches(saved_signature: Mapping[str, List[int]], model: nn.Module, source: Any) -> None:
     """Raise :class:`CheckpointError` unless ``model`` has exactly the saved tensors and shapes."""
     current = model_signature(model)
@@ -83,9 +79,9 @@ def check_model_matches(saved_signature: Mapping[str, List[int]], model: nn.Modu
     missing = [k for k in saved_signature if k not in current]
     unexpected = [k for k in current if k not in saved_signature]
     if missing:
-        problems.append(f"tensors in the checkpoint but not in the model: {_few(missing)}")
+        problems.append(f"tensors in the checkpoint but not in the model: {few(missing)}")
     if unexpected:
-        problems.append(f"tensors in the model but not in the checkpoint: {_few(unexpected)}")
+        problems.append(f"tensors in the model but not in the checkpoint: {few(unexpected)}")
     for key, shape in saved_signature.items():
         if key in current and list(current[key]) != list(shape):
             problems.append(f"{key}: checkpoint shape {list(shape)}, model shape {current[key]}")

@@ -177,8 +177,7 @@ def task_scores(
     """
     if rule == "entropy":
         raise ValueError(f"rule {rule!r} has no per-task score; use one of {sorted(TASK_INFERENCE_RULES)}")
-    constants = rule_constants(rule, statistics, len(slice_logits), slice_logits[0].device)
-    return scores_with(rule, temperature, list(slice_logits), None if features is None else list(features), constants)
+    return scores_with(rule, temperature, *_with_constants(rule, slice_logits, statistics, features))
 
 
 def choose_task(
@@ -189,8 +188,13 @@ def choose_task(
     features: Optional[Sequence[Tensor]] = None,
 ) -> Tensor:
     """Index of the chosen task for each input (``rule``: one of ``TASK_INFERENCE_RULES``)."""
+    return choose_with(rule, temperature, *_with_constants(rule, slice_logits, statistics, features))
+
+
+def _with_constants(rule, slice_logits, statistics, features):
+    """``(slice_logits, features, constants)`` as :func:`choose_with` and :func:`scores_with` take them."""
     constants = rule_constants(rule, statistics, len(slice_logits), slice_logits[0].device)
-    return choose_with(rule, temperature, list(slice_logits), None if features is None else list(features), constants)
+    return list(slice_logits), None if features is None else list(features), constants
 
 
 def entropy_choice(slice_logits: Sequence[Tensor], temperature: float) -> Tensor:
